@@ -1,0 +1,18 @@
+"""masam: MA-SAM, the Segment Anything Model adapted to 3D medical images."""
+
+from .model import MASAM, ModelConfig, build_model, count_parameters
+from .model.checkpoint import CheckpointError, convert_original, load_model, save_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MASAM",
+    "CheckpointError",
+    "ModelConfig",
+    "build_model",
+    "convert_original",
+    "count_parameters",
+    "load_model",
+    "save_weights",
+    "__version__",
+]

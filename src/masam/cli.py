@@ -1,0 +1,68 @@
+"""The ``masam`` command line: one sub-command per step."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .model.checkpoint import CheckpointError
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from .model.checkpoint import convert_original
+
+    model = convert_original(
+        args.sam_checkpoint, args.weights, args.output, image_size=args.image_size, scale=args.scale
+    )
+    cfg = model.config
+    print(
+        f"wrote {args.output}: {cfg.arch}, {cfg.num_classes} classes, rank {cfg.rank}, scale {cfg.scale}, "
+        f"image size {cfg.image_size}"
+    )
+
+
+def _cmd_params(args: argparse.Namespace) -> None:
+    from .model import ModelConfig, build_model, count_parameters
+
+    model = build_model(ModelConfig(args.arch, args.image_size, args.num_classes, args.rank))
+    print(f"{'group':<16}{'total':>14}{'trainable':>14}")
+    for group, counts in count_parameters(model).items():
+        print(f"{group:<16}{counts['total']:>14,}{counts['trainable']:>14,}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="masam", description="MA-SAM for 3D medical images.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="turn a fine-tuned file of the original MA-SAM code into masam's format")
+    p.add_argument("--sam-checkpoint", required=True, help="the SAM .pth the original model was fine-tuned from")
+    p.add_argument("--weights", required=True, help="the original MA-SAM .pth (q_FacTs_000, ...)")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    p.add_argument("--image-size", type=int, default=512, help="image size the model was trained at (default 512)")
+    p.add_argument("--scale", type=float, default=1.0, help="FacT scale s used in training (default 1.0)")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("params", help="print total and trainable parameters per part of a model")
+    p.add_argument("--arch", default="vit_b", help="vit_b, vit_l, vit_h or vit_tiny (default vit_b)")
+    p.add_argument("--image-size", type=int, default=512, help="input size (default 512)")
+    p.add_argument("--num-classes", type=int, default=4, help="foreground classes (default 4)")
+    p.add_argument("--rank", type=int, default=32, help="FacT rank (default 32)")
+    p.set_defaults(func=_cmd_params)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CheckpointError, ValueError, RuntimeError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"masam {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""SAM's ViT image encoder with MA-SAM's FacT deltas and 3D adapters built into each block.
+
+Tensor layout inside the encoder is channels-last, ``[N, H, W, C]`` with ``N = B * D``: the
+slices of a stack are consecutive along the first axis, which is what the 3D adapters rely on.
+Parameter names of the pre-trained parts follow the official SAM checkpoints, so those load
+without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .common import LayerNorm2d, MLPBlock
+
+
+class FacTFactors(nn.Module):
+    """The factors FacT shares across blocks: ``U: dim -> r`` and ``V: r -> dim`` (V starts at zero,
+    so every FacT delta is zero at initialisation)."""
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.u = nn.Linear(dim, rank, bias=False)
+        self.v = nn.Linear(rank, dim, bias=False)
+        nn.init.zeros_(self.v.weight)
+
+
+class Adapter3D(nn.Module):
+    """MA-SAM's 3D adapter: LayerNorm -> down-projection -> convolution over the slice axis
+    (kernel 3, zero padding at the stack ends) -> GELU -> up-projection, added to the input.
+
+    ``x``: ``[B * D, H, W, C]`` -> same shape.
+    """
+
+    def __init__(self, dim: int, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.down = nn.Linear(dim, width, bias=False)
+        # Stored as the Conv3d the paper describes (and the original checkpoints hold, [w, w, 3, 1, 1]);
+        # applied below as three channel matmuls on the channels-last tensor, which is the same
+        # arithmetic without the two full-size permutes a Conv3d call needs.
+        self.conv = nn.Conv3d(width, width, kernel_size=(3, 1, 1), padding="same")
+        self.up = nn.Linear(width, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+        n, h, w, c = x.shape
+        y = self.down(self.norm(x)).reshape(n // depth, depth, h * w, -1)
+        k = self.conv.weight[:, :, :, 0, 0]  # [out, in, 3]: taps for slices d-1, d, d+1
+        z = F.linear(y, k[..., 1], self.conv.bias)
+        if depth > 1:
+            z[:, 1:] += F.linear(y[:, :-1], k[..., 0])
+            z[:, :-1] += F.linear(y[:, 1:], k[..., 2])
+        z = self.up(F.gelu(z))
+        return x + z.reshape(n, h, w, c)
+
+
+def relative_position_index(size: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[size, size]`` index into a ``2 * size - 1`` table: entry (i, j) is ``i - j + size - 1``."""
+    pos = torch.arange(size, device=device)
+    return pos[:, None] - pos[None, :] + (size - 1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with decomposed relative position and FacT deltas on q and v.
+
+    ``x``: ``[N, H, W, C]`` -> ``[N, H, W, C]``. The relative-position terms enter
+    ``scaled_dot_product_attention`` as an additive bias instead of being added to a
+    materialised attention matrix.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        input_size: tuple[int, int],
+        rank: int,
+        fact_scale: float = 1.0,
+        fact_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+        self.fact_q = nn.Linear(rank, rank, bias=False)
+        self.fact_v = nn.Linear(rank, rank, bias=False)
+        self.fact_dropout = nn.Dropout(fact_dropout)
+        self.fact_scale = fact_scale
+
+    def _qkv(self, x: torch.Tensor, fact: FacTFactors) -> torch.Tensor:
+        dim = x.shape[-1]
+        if self.training:
+            # Dropout acts on the rank-r activations of each token, so the delta cannot be folded.
+            qkv = self.qkv(x)
+            u = fact.u(x)
+            dq = fact.v(self.fact_dropout(self.fact_q(u)))
+            dv = fact.v(self.fact_dropout(self.fact_v(u)))
+            q, k, v = qkv.split(dim, dim=-1)
+            return torch.cat([q + self.fact_scale * dq, k, v + self.fact_scale * dv], dim=-1)
+        # Without dropout the delta is linear in x: fold s * V C U into the q and v rows of the
+        # qkv weight, which costs one dim x dim product instead of four rank-r passes over tokens.
+        u, v_ = fact.u.weight, fact.v.weight
+        delta_q = self.fact_scale * (v_ @ (self.fact_q.weight @ u))
+        delta_v = self.fact_scale * (v_ @ (self.fact_v.weight @ u))
+        w_q, w_k, w_v = self.qkv.weight.split(dim, dim=0)
+        weight = torch.cat([w_q + delta_q, w_k, w_v + delta_v], dim=0)
+        return F.linear(x, weight, self.qkv.bias)
+
+    def forward(self, x: torch.Tensor, fact: FacTFactors) -> torch.Tensor:
+        n, h, w, c = x.shape
+        heads = self.num_heads
+        qkv = self._qkv(x, fact).reshape(n, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each [n, heads, h*w, head_dim]
+
+        rel_h = self.rel_pos_h[relative_position_index(h, x.device)]  # [h, h, head_dim]
+        rel_w = self.rel_pos_w[relative_position_index(w, x.device)]  # [w, w, head_dim]
+        q_grid = q.reshape(n, heads, h, w, -1)
+        bias_h = torch.einsum("nghwc,hkc->nghwk", q_grid, rel_h)
+        bias_w = torch.einsum("nghwc,wkc->nghwk", q_grid, rel_w)
+        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(n, heads, h * w, h * w)
+
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = out.transpose(1, 2).reshape(n, h, w, c)
+        return self.proj(out)
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``[N, H, W, C]`` -> ``[N * nWin, window, window, C]``, zero-padding H and W up to a multiple
+    of ``window`` (as SAM does, after the norm, so padded tokens still get the qkv bias)."""
+    n, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(n, hp // window, window, wp // window, window, c).transpose(2, 3)
+    return x.reshape(-1, window, window, c), (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window: int, padded_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``[N * nWin, window, window, C]`` -> ``[N, H, W, C]``."""
+    hp, wp = padded_hw
+    h, w = hw
+    c = windows.shape[-1]
+    n = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.view(n, hp // window, wp // window, window, window, c).transpose(2, 3)
+    x = x.reshape(n, hp, wp, c)
+    return x[:, :h, :w, :] if (hp > h or wp > w) else x
+
+
+class Block(nn.Module):
+    """One ViT block of MA-SAM: 3D adapter, (windowed) attention with FacT, 3D adapter, MLP.
+
+    ``x``: ``[B * D, H, W, C]`` -> same shape; ``depth`` is D.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        window_size: int,
+        input_size: tuple[int, int],
+        adapter_width: int,
+        rank: int,
+        fact_scale: float,
+        fact_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        attn_size = input_size if window_size == 0 else (window_size, window_size)
+        self.adapter_attn = Adapter3D(dim, adapter_width)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, attn_size, rank, fact_scale, fact_dropout)
+        self.adapter_mlp = Adapter3D(dim, adapter_width)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+
+    def forward(self, x: torch.Tensor, depth: int, fact: FacTFactors) -> torch.Tensor:
+        x = self.adapter_attn(x, depth)
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            hw = (x.shape[1], x.shape[2])
+            x, padded_hw = window_partition(x, self.window_size)
+            x = self.attn(x, fact)
+            x = window_unpartition(x, self.window_size, padded_hw, hw)
+        else:
+            x = self.attn(x, fact)
+        x = shortcut + x
+        x = self.adapter_mlp(x, depth)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """``[N, 3, H, W]`` -> ``[N, H/p, W/p, C]`` by a strided convolution."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class ImageEncoderViT3D(nn.Module):
+    """SAM's ViT encoder made slice-aware.
+
+    ``x``: ``[B * D, 3, S, S]`` (slices of a stack consecutive) -> ``[B * D, out_chans, S/16, S/16]``.
+    """
+
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        global_attn_indexes: tuple[int, ...],
+        window_size: int,
+        adapter_width: int,
+        rank: int,
+        fact_scale: float = 1.0,
+        fact_dropout: float = 0.1,
+        mlp_ratio: float = 4.0,
+        out_chans: int = 256,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, 3, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
+        self.fact = FacTFactors(embed_dim, rank)
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio,
+                0 if i in global_attn_indexes else window_size,
+                (grid, grid),
+                adapter_width,
+                rank,
+                fact_scale,
+                fact_dropout,
+            )
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, depth, self.fact, use_reentrant=False)
+            else:
+                x = block(x, depth, self.fact)
+        return self.neck(x.permute(0, 3, 1, 2))

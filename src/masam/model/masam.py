@@ -1,0 +1,120 @@
+"""The MA-SAM model: slice stacks in, per-slice class logits out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .image_encoder import ImageEncoderViT3D
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+
+if TYPE_CHECKING:
+    from .build import ModelConfig
+
+# Name prefixes of the MA-SAM additions inside the image encoder; everything else there is SAM's.
+_ENCODER_ADDITIONS = ("image_encoder.fact.", ".attn.fact_q.", ".attn.fact_v.", ".adapter_attn.", ".adapter_mlp.")
+
+
+def parameter_group(name: str) -> str:
+    """Which part of the model a parameter (or buffer) name belongs to."""
+    if name.startswith("prompt_encoder."):
+        return "prompt_encoder"
+    if name.startswith("mask_decoder."):
+        return "mask_decoder"
+    if name.startswith("image_encoder.fact.") or ".attn.fact_" in name:
+        return "fact"
+    if ".adapter_attn." in name or ".adapter_mlp." in name:
+        return "adapters"
+    return "image_encoder"
+
+
+def is_pretrained_encoder_weight(name: str) -> bool:
+    """True for the image-encoder tensors that come from a SAM checkpoint."""
+    return parameter_group(name) == "image_encoder"
+
+
+class MASAM(nn.Module):
+    """MA-SAM: SAM's encoder with FacT and 3D adapters, its prompt encoder and a multi-class
+    mask decoder.
+
+    ``forward(x, boxes=None)``: ``x`` ``[B, D, 3, S, S]`` floats in [0, 1] (S = image size);
+    ``boxes`` optional ``[B, D, 4]`` (x0, y0, x1, y1 in input pixels; a NaN row = no box for
+    that slice). Returns ``{"logits": [B, D, K+1, S, S], "iou_predictions": [B, D, K+1]}``.
+    """
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoderViT3D,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        config: ModelConfig,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.config = config
+        # Set by the loaders: which SAM weights the encoder came from, and free-form metadata
+        # (modality, normalisation, ...) that travels with our weights files.
+        self.base_fingerprint: str | None = None
+        self.metadata: dict = {}
+
+    @property
+    def image_size(self) -> int:
+        return self.image_encoder.img_size
+
+    def set_trainable(self) -> None:
+        """Freeze SAM's pre-trained encoder weights (when the encoder is pre-trained); train the
+        rest: FacT, adapters, prompt encoder and mask decoder."""
+        for name, param in self.named_parameters():
+            param.requires_grad = not (self.config.pretrained_encoder and is_pretrained_encoder_weight(name))
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.image_encoder.grad_checkpointing = enabled
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image embeddings of a batch of stacks: ``[B, D, 3, S, S]`` -> ``[B * D, 256, S/16, S/16]``."""
+        if x.ndim != 5 or x.shape[2] != 3:
+            raise ValueError(f"expected input [B, D, 3, H, W], got {list(x.shape)}")
+        b, d, _, h, w = x.shape
+        if h != self.image_size or w != self.image_size:
+            raise ValueError(f"expected {self.image_size}x{self.image_size} slices, got {h}x{w}")
+        return self.image_encoder(x.reshape(b * d, 3, h, w), d)
+
+    def decode(
+        self, embeddings: torch.Tensor, batch: int, boxes: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Masks from image embeddings ``[B * D, 256, h, w]``; see :meth:`forward` for the output."""
+        n = embeddings.shape[0]
+        depth = n // batch
+        if boxes is not None:
+            if boxes.shape != (batch, depth, 4):
+                raise ValueError(f"expected boxes [B, D, 4] = {[batch, depth, 4]}, got {list(boxes.shape)}")
+            boxes = boxes.reshape(n, 4).to(embeddings.dtype)
+        sparse, dense = self.prompt_encoder(boxes=boxes, batch_size=1)
+        logits, iou = self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense)
+        return {
+            "logits": logits.reshape(batch, depth, *logits.shape[1:]),
+            "iou_predictions": iou.reshape(batch, depth, -1),
+        }
+
+    def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.decode(self.encode(x), x.shape[0], boxes)
+
+
+def count_parameters(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Total and trainable parameter counts per group (image_encoder, fact, adapters,
+    prompt_encoder, mask_decoder) and overall (key ``"total"``)."""
+    groups: dict[str, dict[str, int]] = {}
+    for name, param in model.named_parameters():
+        entry = groups.setdefault(parameter_group(name), {"total": 0, "trainable": 0})
+        entry["total"] += param.numel()
+        entry["trainable"] += param.numel() if param.requires_grad else 0
+    groups["total"] = {
+        "total": sum(g["total"] for g in groups.values()),
+        "trainable": sum(g["trainable"] for g in groups.values()),
+    }
+    return groups

@@ -1,0 +1,180 @@
+"""Shapes, the MA-SAM parts' behaviour, and which weights train."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from masam.model import ModelConfig, build_model, count_parameters
+from masam.model.image_encoder import Adapter3D
+from masam.model.masam import parameter_group
+
+
+def tiny(num_classes=2, image_size=64, **kw):
+    torch.manual_seed(0)
+    return build_model(ModelConfig("vit_tiny", image_size, num_classes, rank=4, **kw))
+
+
+def randomise(model, *, skip=()):
+    """Give every tensor a non-trivial value (fresh models have zero position tables and V)."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not any(s in name for s in skip):
+                p.copy_(
+                    torch.randn(p.shape, generator=gen) * 0.05
+                    + (1.0 if "norm" in name and p.ndim == 1 and name.endswith("weight") else 0.0)
+                )
+    return model
+
+
+@pytest.mark.parametrize("b,d", [(1, 1), (1, 5), (2, 3)])
+def test_output_shapes(b, d):
+    model = tiny(num_classes=3).eval()
+    with torch.no_grad():
+        out = model(torch.rand(b, d, 3, 64, 64))
+    assert out["logits"].shape == (b, d, 4, 64, 64)
+    assert out["iou_predictions"].shape == (b, d, 4)
+    assert torch.isfinite(out["logits"]).all()
+
+
+def test_bad_input_shapes_are_refused():
+    model = tiny().eval()
+    with pytest.raises(ValueError, match=r"\[B, D, 3, H, W\]"):
+        model(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="64x64"):
+        model(torch.rand(1, 2, 3, 48, 48))
+    with pytest.raises(ValueError, match="boxes"):
+        model(torch.rand(1, 2, 3, 64, 64), boxes=torch.zeros(1, 3, 4))
+
+
+def test_fact_is_a_no_op_at_initialisation():
+    model = randomise(tiny(), skip=("fact.v.",)).eval()
+    x = torch.rand(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    assert torch.count_nonzero(model.image_encoder.fact.v.weight) == 0
+    with torch.no_grad():
+        base = model(x)["logits"]
+        for block in model.image_encoder.blocks:  # other cores and U: still no effect while V = 0
+            block.attn.fact_q.weight.mul_(3.0)
+            block.attn.fact_v.weight.normal_()
+        model.image_encoder.fact.u.weight.normal_()
+        assert torch.equal(model(x)["logits"], base)
+        model.image_encoder.fact.v.weight.normal_(std=0.1)
+        assert not torch.allclose(model(x)["logits"], base, atol=1e-6)
+
+
+def test_folded_fact_in_eval_equals_unfolded_fact_in_training():
+    model = randomise(tiny(fact_dropout=0.0))
+    x = torch.rand(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        folded = model.eval()(x)["logits"]
+        unfolded = model.train()(x)["logits"]
+    assert torch.allclose(folded, unfolded, atol=1e-5, rtol=1e-4)
+
+
+def test_fact_scale_multiplies_the_delta():
+    model = randomise(tiny(fact_dropout=0.0)).eval()
+    x = torch.rand(2, 64, 64, 96)
+    attn, fact = model.image_encoder.blocks[0].attn, model.image_encoder.fact
+    with torch.no_grad():
+        base = torch.nn.functional.linear(x, attn.qkv.weight, attn.qkv.bias)
+        attn.fact_scale = 1.0
+        d1 = attn._qkv(x, fact) - base
+        attn.fact_scale = 2.5
+        d2 = attn._qkv(x, fact) - base
+        expected_q = fact.v(attn.fact_q(fact.u(x)))
+    assert torch.allclose(d1[..., :96], expected_q, atol=1e-5)
+    assert torch.allclose(d1[..., 96:192], torch.zeros(()), atol=1e-5)  # k untouched
+    assert torch.allclose(d2, 2.5 * d1, atol=1e-5)
+
+
+def test_adapter_equals_conv3d_over_slices():
+    torch.manual_seed(0)
+    adapter = Adapter3D(32, 16)
+    with torch.no_grad():
+        adapter.conv.weight.normal_(std=0.2)
+        adapter.conv.bias.normal_(std=0.2)
+    b, d, h, w = 2, 4, 3, 5
+    x = torch.randn(b * d, h, w, 32)
+    y = adapter.down(adapter.norm(x)).reshape(b, d, h, w, 16).permute(0, 4, 1, 2, 3)
+    y = F.conv3d(y, adapter.conv.weight, adapter.conv.bias, padding=(1, 0, 0))
+    y = y.permute(0, 2, 3, 4, 1).reshape(b * d, h, w, 16)
+    expected = x + adapter.up(F.gelu(y))
+    with torch.no_grad():
+        assert torch.allclose(adapter(x, d), expected, atol=1e-5)
+
+
+def test_adapters_mix_neighbouring_slices_only_within_a_stack():
+    model = randomise(tiny()).eval()
+    x = torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    changed = x.clone()
+    changed[0, 0] = torch.rand(3, 64, 64)
+    with torch.no_grad():
+        a, b = model(x)["logits"], model(changed)["logits"]
+        assert not torch.allclose(a[0, 1], b[0, 1])  # slice 1 sees slice 0 through the adapters
+        assert torch.equal(a[1], b[1])  # the other stack does not
+        for block in model.image_encoder.blocks:  # without the side taps slices are independent
+            for adapter in (block.adapter_attn, block.adapter_mlp):
+                adapter.conv.weight[:, :, 0].zero_()
+                adapter.conv.weight[:, :, 2].zero_()
+        a, b = model(x)["logits"], model(changed)["logits"]
+    assert torch.allclose(a[0, 1:], b[0, 1:], atol=1e-6)
+
+
+def test_box_prompt_steers_only_its_slice():
+    model = randomise(tiny()).eval()
+    x = torch.rand(1, 3, 3, 64, 64)
+    boxes = torch.tensor([[[4.0, 4.0, 30.0, 40.0], [10.0, 10.0, 50.0, 50.0], [float("nan")] * 4]])
+    moved = boxes.clone()
+    moved[0, 0] = torch.tensor([20.0, 20.0, 60.0, 60.0])
+    with torch.no_grad():
+        a = model(x, boxes=boxes)["logits"]
+        b = model(x, boxes=moved)["logits"]
+        none = model(x)["logits"]
+    assert not torch.allclose(a[0, 0], b[0, 0])
+    assert torch.equal(a[0, 1:], b[0, 1:])
+    assert not torch.allclose(a[0, 2], none[0, 2])  # "no box" is a not-a-point token, not nothing
+
+
+def test_parameter_counts_match_the_original_vit_b():
+    counts = count_parameters(build_model(ModelConfig("vit_b", 512, num_classes=4, rank=32)))
+    assert counts["total"] == {"total": 116_347_985, "trainable": 29_069_137}
+    assert counts["fact"]["trainable"] == 73_728
+    assert counts["adapters"]["trainable"] == 24_818_688
+    assert counts["mask_decoder"]["trainable"] == 4_170_501
+    assert counts["prompt_encoder"]["trainable"] == 6_220
+    assert counts["image_encoder"]["trainable"] == 0
+
+
+def test_frozen_and_trainable_sets():
+    model = tiny()
+    for name, p in model.named_parameters():
+        group = parameter_group(name)
+        assert p.requires_grad == (group != "image_encoder"), name
+    assert not model.image_encoder.pos_embed.requires_grad
+    assert not model.image_encoder.blocks[0].attn.qkv.weight.requires_grad
+    assert model.image_encoder.blocks[0].attn.fact_q.weight.requires_grad
+    scratch = build_model(ModelConfig("vit_tiny", 64, 2, rank=4, pretrained_encoder=False))
+    assert all(p.requires_grad for p in scratch.parameters())
+
+
+def test_backward_reaches_only_trainable_weights_and_checkpointing_keeps_gradients():
+    model = randomise(tiny(fact_dropout=0.0)).train()
+    x = torch.rand(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+
+    def grads(checkpointing):
+        model.zero_grad(set_to_none=True)
+        model.set_grad_checkpointing(checkpointing)
+        model(x)["logits"].square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads(False)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and not (frozen & plain.keys())
+    assert plain["image_encoder.fact.v.weight"].abs().sum() > 0
+    assert plain["image_encoder.blocks.0.adapter_attn.conv.weight"].abs().sum() > 0
+    checkpointed = grads(True)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6, rtol=1e-4), name
