@@ -1,0 +1,31 @@
+"""The command line as a user runs it."""
+
+from __future__ import annotations
+
+import torch
+
+import masam
+from masam.cli import main
+from tests.conftest import official_sam_state, original_adapter_state
+
+
+def test_convert_writes_a_loadable_file_and_params_prints_the_counts(tmp_path, capsys):
+    sam = tmp_path / "sam.pth"
+    state = official_sam_state("vit_tiny", 128)
+    torch.save(state, sam)
+    original = tmp_path / "orig.pth"
+    torch.save(original_adapter_state(state, rank=4, num_classes=2, width=24), original)
+    out = tmp_path / "ours.safetensors"
+    args = ["convert", "--sam-checkpoint", str(sam), "--weights", str(original), "-o", str(out)]
+    assert main([*args, "--image-size", "64"]) == 0
+    assert masam.load_model(sam, out).config.num_classes == 2
+
+    assert main(["params", "--arch", "vit_b", "--num-classes", "4"]) == 0
+    assert "116,347,985" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_without_traceback(tmp_path, capsys):
+    missing = tmp_path / "nope.pth"
+    assert main(["convert", "--sam-checkpoint", str(missing), "--weights", str(missing), "-o", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "nope.pth: no such file" in err and "Traceback" not in err
