@@ -14,7 +14,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path`` (atomic on
     one file system), on failure removed. A crash never leaves a half-written ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temporary name ends with the real name, so writers that choose a format by extension
+    # (SimpleITK, PIL) still see ".nii.gz", ".png", ...
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

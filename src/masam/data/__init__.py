@@ -1,0 +1,29 @@
+"""Data: reading images with their geometry, datasets, normalisation, slice stacks, augmentation."""
+
+from .augment import AugmentConfig, StackAugmenter
+from .dataset import Case, Dataset, DatasetError, load_dataset, split_cases
+from .io import ImageReadError, Volume, read_label, read_volume, slice_axis, write_label
+from .loader import StackDataset
+from .normalize import Normalization
+from .preprocess import preprocess_dataset
+from .slices import stack_indices
+
+__all__ = [
+    "AugmentConfig",
+    "Case",
+    "Dataset",
+    "DatasetError",
+    "ImageReadError",
+    "Normalization",
+    "StackAugmenter",
+    "StackDataset",
+    "Volume",
+    "load_dataset",
+    "preprocess_dataset",
+    "read_label",
+    "read_volume",
+    "slice_axis",
+    "split_cases",
+    "stack_indices",
+    "write_label",
+]

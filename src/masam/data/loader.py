@@ -1,0 +1,65 @@
+"""Training stacks from a preprocessed cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from .augment import StackAugmenter
+from .slices import stack_indices
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's augmentation: a function of (seed, epoch, index) alone, so the
+    stream is reproducible, independent of worker count and different for every sample."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class StackDataset(TorchDataset):
+    """Every slice of the given cases as the centre of a ``slices``-deep stack.
+
+    Item: ``{"image": [D, 3, S, S] float32, "label": [D, S, S] int64, "case": str, "slice": int}``;
+    grey slices are repeated to 3 channels. Arrays are memory-mapped, so workers share them.
+    """
+
+    def __init__(
+        self,
+        cache: str | os.PathLike,
+        cases: list[str] | None = None,
+        slices: int = 5,
+        augment: StackAugmenter | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.cache = Path(cache)
+        plan = json.loads((self.cache / "plan.json").read_text())
+        self.cases = list(cases) if cases is not None else plan["cases"]
+        self.slices = slices
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.images = [np.load(self.cache / f"{c}_image.npy", mmap_mode="r") for c in self.cases]
+        self.labels = [np.load(self.cache / f"{c}_label.npy", mmap_mode="r") for c in self.cases]
+        self.index = [(i, s) for i, image in enumerate(self.images) for s in range(image.shape[0])]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        case, centre = self.index[i]
+        idx = stack_indices(self.images[case].shape[0], centre, self.slices)
+        image = torch.from_numpy(np.asarray(self.images[case][idx], dtype=np.float32))
+        if image.shape[1] == 1:
+            image = image.expand(-1, 3, -1, -1)
+        label = torch.from_numpy(np.asarray(self.labels[case][idx]).astype(np.int64))
+        if self.augment is not None:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
+            image, label = self.augment(image, label, g)
+        return {"image": image.contiguous(), "label": label, "case": self.cases[case], "slice": centre}

@@ -1,0 +1,85 @@
+"""Read, normalise and resize every case once into a cache of memory-mapped arrays (the step
+nnU-Net calls preprocessing), so that training never re-reads a volume per stack.
+
+Cache layout (``CACHE/``): ``plan.json`` (image size, normalisation, labels, cases) and per case
+``CASE_image.npy`` (float16 ``[S, C, size, size]``), ``CASE_label.npy`` (uint8 ``[S, size, size]``)
+and ``CASE.json`` (source paths, geometry, slice axis).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import atomic_path
+from .dataset import Case, Dataset, check_label_values
+from .io import read_label, read_volume
+from .normalize import Normalization
+from .slices import labels_to_slices, prepare_image, resize_slices
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def preprocess_case(
+    case: Case, labels: dict[str, int], normalization: Normalization, image_size: int, cache: Path
+) -> dict:
+    image = read_volume(case.image)
+    label = read_label(case.label, image)
+    check_label_values(np.unique(label.array), labels, case.label)
+    slices, axis = prepare_image(image, normalization, image_size)
+    label_slices = resize_slices(labels_to_slices(label.array, axis, image.is_video), image_size, labels=True)
+    info = {
+        "name": case.name,
+        "image": str(case.image),
+        "label": str(case.label),
+        "slice_axis": axis,
+        "shape": list(image.array.shape),
+        "spacing": list(image.spacing),
+        "origin": list(image.origin),
+        "direction": list(image.direction),
+        "is_video": image.is_video,
+        "num_slices": int(slices.shape[0]),
+    }
+    _write_npy(cache / f"{case.name}_image.npy", slices.numpy().astype(np.float16))
+    _write_npy(cache / f"{case.name}_label.npy", label_slices.numpy().astype(np.uint8))
+    with atomic_path(cache / f"{case.name}.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def preprocess_dataset(
+    dataset: Dataset, cache: str | os.PathLike, image_size: int, normalization: Normalization, progress: bool = False
+) -> Path:
+    """Fill ``cache`` with every training case; cases already there under the same plan are kept."""
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    plan = {
+        "image_size": image_size,
+        "normalization": normalization.to_dict(),
+        "labels": dataset.labels,
+        "modality": normalization.modality,
+    }
+    plan_path = cache / "plan.json"
+    old = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+    same_plan = old is not None and {k: old.get(k) for k in plan} == json.loads(json.dumps(plan))
+    cases = dataset.training
+    if progress:
+        from tqdm import tqdm
+
+        cases = tqdm(cases, desc="preprocess", unit="case")
+    done = set(old.get("cases", [])) if same_plan else set()
+    for case in cases:
+        complete = all((cache / f"{case.name}{s}").is_file() for s in ("_image.npy", "_label.npy", ".json"))
+        if not (case.name in done and complete):
+            preprocess_case(case, dataset.labels, normalization, image_size, cache)
+        done.add(case.name)
+    plan["cases"] = sorted(done)
+    with atomic_path(plan_path) as tmp:
+        tmp.write_text(json.dumps(plan, indent=1))
+    return cache

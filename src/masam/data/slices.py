@@ -1,0 +1,57 @@
+"""From a volume to model-sized slice arrays, and slice stacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io import Volume, slice_axis
+from .normalize import Normalization
+
+
+def stack_indices(num_slices: int, centre: int, depth: int = 5) -> np.ndarray:
+    """Indices of the ``depth`` slices centred on ``centre``, ends repeated: ``[depth]``."""
+    half = depth // 2
+    return np.clip(np.arange(centre - half, centre - half + depth), 0, num_slices - 1)
+
+
+def to_slices(volume: Volume, axis: int | None = None) -> tuple[np.ndarray, int]:
+    """The image as ``[S, C, h, w]`` with slices along ``axis`` (default :func:`slice_axis`)."""
+    axis = slice_axis(volume) if axis is None else axis
+    if volume.is_video:
+        return np.moveaxis(volume.array, -1, 1), 0
+    return np.moveaxis(volume.array, axis, 0)[:, None], axis
+
+
+def labels_to_slices(array: np.ndarray, axis: int, is_video: bool = False) -> np.ndarray:
+    return array if is_video else np.moveaxis(array, axis, 0)
+
+
+def labels_from_slices(array: np.ndarray, axis: int, is_video: bool = False) -> np.ndarray:
+    """Inverse of :func:`labels_to_slices` (slice-first back to the image's own order)."""
+    return array if is_video else np.moveaxis(array, 0, axis)
+
+
+def resize_slices(array: np.ndarray | torch.Tensor, size: int | tuple[int, int], labels: bool = False, chunk: int = 32):
+    """In-plane resize: images ``[S, C, h, w]`` cubic (clamped to [0, 1]), labels ``[S, h, w]``
+    nearest. Returns a tensor (float32 or the label dtype)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    x = torch.as_tensor(array)
+    if tuple(x.shape[-2:]) == size:
+        return x if labels else x.float()
+    out = []
+    for start in range(0, x.shape[0], chunk):
+        part = x[start : start + chunk]
+        if labels:
+            part = F.interpolate(part[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(x.dtype)
+        else:
+            part = F.interpolate(part.float(), size=size, mode="bicubic", align_corners=False).clamp_(0, 1)
+        out.append(part)
+    return torch.cat(out)
+
+
+def prepare_image(volume: Volume, normalization: Normalization, image_size: int) -> tuple[torch.Tensor, int]:
+    """Normalised, model-sized slices ``[S, C, image_size, image_size]`` (float32) and the slice axis."""
+    slices, axis = to_slices(volume)
+    return resize_slices(normalization(slices), image_size), axis
