@@ -24,7 +24,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 lint: install
-	$(BIN)/python -m ruff check src tests
+	$(BIN)/python -m ruff check src tests benchmarks
 
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

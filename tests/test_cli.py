@@ -29,3 +29,16 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert main(["convert", "--sam-checkpoint", str(missing), "--weights", str(missing), "-o", "x"]) == 1
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "nope.pth: no such file" in err and "Traceback" not in err
+
+
+def test_preprocess_command_fills_the_cache_and_reports_bad_datasets(tmp_path, capsys):
+    import numpy as np
+
+    from tests.data.helpers import make_dataset
+
+    root = make_dataset(tmp_path / "D", cases=2, shape=(6, 20, 24))
+    assert main(["preprocess", "-d", str(root), "-o", str(tmp_path / "cache"), "--image-size", "32"]) == 0
+    assert np.load(tmp_path / "cache" / "case01_image.npy").shape == (6, 1, 32, 32)
+    (root / "dataset.json").write_text("[")
+    assert main(["preprocess", "-d", str(root), "-o", str(tmp_path / "c2")]) == 1
+    assert "dataset.json: not valid JSON" in capsys.readouterr().err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .data.dataset import DatasetError
+from .data.io import ImageReadError
 from .model.checkpoint import CheckpointError
 
 
@@ -30,6 +32,15 @@ def _cmd_params(args: argparse.Namespace) -> None:
         print(f"{group:<16}{counts['total']:>14,}{counts['trainable']:>14,}")
 
 
+def _cmd_preprocess(args: argparse.Namespace) -> None:
+    from .data import Normalization, load_dataset, preprocess_dataset
+
+    dataset = load_dataset(args.dataset, modality=args.modality)
+    norm = Normalization(dataset.modality, window=tuple(args.ct_window), percentile=args.mri_percentile)
+    cache = preprocess_dataset(dataset, args.output, args.image_size, norm, progress=True)
+    print(f"preprocessed {len(dataset.training)} cases ({dataset.modality}) into {cache}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="masam", description="MA-SAM for 3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -42,6 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=512, help="image size the model was trained at (default 512)")
     p.add_argument("--scale", type=float, default=1.0, help="FacT scale s used in training (default 1.0)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("preprocess", help="read, normalise and resize a dataset once into a cache folder")
+    p.add_argument("-d", "--dataset", required=True, help="dataset folder in the nnU-Net raw layout")
+    p.add_argument("-o", "--output", required=True, help="cache folder to write")
+    p.add_argument("--image-size", type=int, default=512, help="model input size (default 512)")
+    p.add_argument("--modality", default=None, help="CT, MRI or RGB (default: dataset.json's channel name)")
+    p.add_argument(
+        "--ct-window",
+        type=float,
+        nargs=2,
+        default=(-200.0, 250.0),
+        metavar=("LOW", "HIGH"),
+        help="CT intensity window in HU (default -200 250, the paper's abdomen window)",
+    )
+    p.add_argument("--mri-percentile", type=float, default=99.0, help="MRI upper clip percentile (default 99)")
+    p.set_defaults(func=_cmd_preprocess)
 
     p = sub.add_parser("params", help="print total and trainable parameters per part of a model")
     p.add_argument("--arch", default="vit_b", help="vit_b, vit_l, vit_h or vit_tiny (default vit_b)")
@@ -56,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CheckpointError, ValueError, RuntimeError, OSError) as err:
+    except (CheckpointError, DatasetError, ImageReadError, ValueError, RuntimeError, OSError) as err:
         if args.debug:
             raise
         print(f"masam {args.command}: error: {err}", file=sys.stderr)

@@ -123,3 +123,14 @@ def test_different_workers_draw_different_augmentations(tmp_path):
     assert len(seen) == 8
     distinct = {tuple(np.round(x[0, 0].numpy().ravel()[::37], 4)) for x in seen}
     assert len(distinct) >= 6
+
+
+def test_sharpness_smoothing_is_pils_smooth_kernel():
+    from masam.data.augment import _smooth
+
+    image = torch.rand(2, 1, 9, 11)
+    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13
+    expected = torch.nn.functional.conv2d(image, kernel[None, None], padding=1)
+    out = _smooth(image)
+    assert torch.allclose(out[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], atol=1e-6)
+    assert torch.equal(out[..., 0, :], image[..., 0, :]) and torch.equal(out[..., :, -1], image[..., :, -1])

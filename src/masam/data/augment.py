@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 RAND_OPS = ("shear", "scale", "translate", "posterize", "contrast", "brightness", "sharpness")
-_SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0  # PIL's SMOOTH filter
 
 
 @dataclass
@@ -94,11 +93,12 @@ class StackAugmenter:
 
 def _warp(image: torch.Tensor, label: torch.Tensor, affine: torch.Tensor, shift: torch.Tensor):
     d, ch, h, w = image.shape
-    theta = torch.cat([affine, shift[:, None]], dim=1)[None].expand(d, 2, 3).to(image.dtype)
-    grid = F.affine_grid(theta, [d, ch, h, w], align_corners=False)
-    image = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    moved = F.grid_sample(label[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return image, moved[:, 0].round().to(label.dtype)
+    theta = torch.cat([affine, shift[:, None]], dim=1)[None].to(image.dtype)
+    # One grid for the whole stack: slices (and channels) are sampled as channels of one image.
+    grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
+    image = F.grid_sample(image.reshape(1, d * ch, h, w), grid, mode="bilinear", align_corners=False)
+    moved = F.grid_sample(label[None].float(), grid, mode="nearest", align_corners=False)
+    return image.reshape(d, ch, h, w), moved[0].round().to(label.dtype)
 
 
 def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: float) -> torch.Tensor:
@@ -106,10 +106,10 @@ def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: float) -> torc
 
 
 def _smooth(image: torch.Tensor) -> torch.Tensor:
-    d, ch, h, w = image.shape
-    kernel = _SMOOTH.to(image.dtype).expand(ch, 1, 3, 3)
-    out = F.conv2d(image, kernel, padding=1, groups=ch)
-    out[..., 0, :], out[..., -1, :] = image[..., 0, :], image[..., -1, :]  # PIL keeps the border
+    """PIL's SMOOTH filter (3x3 ones with 5 at the centre, / 13), border pixels kept."""
+    box_sum = 9 * F.avg_pool2d(image, 3, stride=1, padding=1)
+    out = (box_sum + 4 * image) / 13
+    out[..., 0, :], out[..., -1, :] = image[..., 0, :], image[..., -1, :]
     out[..., :, 0], out[..., :, -1] = image[..., :, 0], image[..., :, -1]
     return out
 

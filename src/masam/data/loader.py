@@ -56,10 +56,10 @@ class StackDataset(TorchDataset):
         case, centre = self.index[i]
         idx = stack_indices(self.images[case].shape[0], centre, self.slices)
         image = torch.from_numpy(np.asarray(self.images[case][idx], dtype=np.float32))
-        if image.shape[1] == 1:
-            image = image.expand(-1, 3, -1, -1)
         label = torch.from_numpy(np.asarray(self.labels[case][idx]).astype(np.int64))
         if self.augment is not None:
             g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
             image, label = self.augment(image, label, g)
-        return {"image": image.contiguous(), "label": label, "case": self.cases[case], "slice": centre}
+        if image.shape[1] == 1:  # grey: augmented once, then shown to SAM as RGB
+            image = image.expand(-1, 3, -1, -1)
+        return {"image": image, "label": label, "case": self.cases[case], "slice": centre}
