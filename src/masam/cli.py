@@ -41,6 +41,53 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
     print(f"preprocessed {len(dataset.training)} cases ({dataset.modality}) into {cache}")
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .infer.predictor import Predictor
+    from .infer.run import predict_inputs
+
+    predictor = Predictor.from_files(
+        args.model,
+        args.sam_checkpoint,
+        modality=args.modality,
+        device=args.device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        stride=args.stride,
+    )
+    report = predict_inputs(
+        predictor,
+        args.input,
+        args.output,
+        output_format=args.output_format,
+        save_probabilities=args.save_probabilities,
+        overlays=args.overlays,
+        boxes_file=args.boxes,
+        boxes_from_labels_dir=args.boxes_from_labels,
+        progress=not args.quiet,
+    )
+    print(f"wrote {len(report.written)} prediction(s) to {args.output}")
+    for name, reason in report.failed.items():
+        print(f"masam predict: failed: {name}: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from .eval import evaluate_folders, format_table, write_results
+
+    classes = names = None
+    if args.dataset_json:
+        labels = json.loads(Path(args.dataset_json).read_text())["labels"]
+        names = {int(v): k for k, v in labels.items() if int(v) > 0}
+        classes = sorted(names)
+    results = evaluate_folders(args.pred, args.ref, classes, names, nsd_tolerance=args.nsd_tolerance)
+    json_path, csv_path = write_results(results, args.output)
+    print(format_table(results))
+    print(f"wrote {json_path} and {csv_path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="masam", description="MA-SAM for 3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -70,6 +117,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mri-percentile", type=float, default=99.0, help="MRI upper clip percentile (default 99)")
     p.set_defaults(func=_cmd_preprocess)
 
+    p = sub.add_parser("predict", help="predict label maps for images, folders of images or video sequences")
+    p.add_argument("-m", "--model", required=True, help="a run folder (its best model) or a weights file")
+    p.add_argument("-i", "--input", required=True, help="an image, a folder of images, or a video frame folder")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--sam-checkpoint", default=None, help="SAM base checkpoint the model was fine-tuned from")
+    p.add_argument("--modality", default=None, help="CT, MRI or RGB (default: stored with the model)")
+    p.add_argument(
+        "--output-format", default=None, help="output extension, e.g. .nii.gz or .nrrd (default: the input's)"
+    )
+    p.add_argument("--save-probabilities", action="store_true", help="also write CASE_probabilities.npz (float16)")
+    p.add_argument("--overlays", action="store_true", help="write PNG slices with class contours to OUTPUT/overlays")
+    p.add_argument("--boxes", default=None, help="JSON {case: {slice: [x0, y0, x1, y1]}} box prompts, voxel units")
+    p.add_argument("--boxes-from-labels", default=None, help="derive one box per slice from the labels in this folder")
+    p.add_argument("--batch-size", type=int, default=2, help="stacks per forward pass (default 2)")
+    p.add_argument("--stride", type=int, default=1, help="slices between stack centres; 1 is the paper's (default 1)")
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute precision (default fp32)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="Dice, HD95 and surface Dice of predictions against reference labels")
+    p.add_argument("-p", "--pred", required=True, help="folder of predicted label maps")
+    p.add_argument("-r", "--ref", required=True, help="folder of reference label maps (same case names)")
+    p.add_argument("-o", "--output", default="metrics.json", help="JSON output; a CSV is written beside it")
+    p.add_argument("--nsd-tolerance", type=float, default=2.0, help="surface Dice tolerance in mm (default 2)")
+    p.add_argument("--dataset-json", default=None, help="dataset.json, for class names and the list of classes")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("params", help="print total and trainable parameters per part of a model")
     p.add_argument("--arch", default="vit_b", help="vit_b, vit_l, vit_h or vit_tiny (default vit_b)")
     p.add_argument("--image-size", type=int, default=512, help="input size (default 512)")
@@ -82,13 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except (CheckpointError, DatasetError, ImageReadError, ValueError, RuntimeError, OSError) as err:
         if args.debug:
             raise
         print(f"masam {args.command}: error: {err}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

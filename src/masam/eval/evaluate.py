@@ -1,0 +1,104 @@
+"""Evaluating a folder of predictions against a folder of references."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..data.io import VOLUME_SUFFIXES, ImageReadError, read_label, read_volume, strip_suffix
+from ..fileio import atomic_path
+from .metrics import case_metrics
+
+METRICS = ("dice", "hd95", "nsd")
+
+
+def _label_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    found = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES):
+            found[strip_suffix(p.name)] = p
+        elif p.is_dir() and any(q.suffix.lower() == ".png" for q in p.iterdir()):
+            found[p.name] = p
+    return found
+
+
+def evaluate_folders(
+    pred_dir: str | os.PathLike,
+    ref_dir: str | os.PathLike,
+    classes: list[int] | None = None,
+    class_names: dict[int, str] | None = None,
+    nsd_tolerance: float = 2.0,
+) -> dict:
+    """Per case and per class metrics, per-class means and the overall mean.
+
+    Cases are matched by name (``CASE.nii.gz`` etc.); a reference without a prediction is an
+    error. ``classes`` default: every foreground value found in the references.
+    """
+    preds, refs = _label_files(Path(pred_dir)), _label_files(Path(ref_dir))
+    if not refs:
+        raise FileNotFoundError(f"{ref_dir}: no label files")
+    missing = sorted(set(refs) - set(preds))
+    if missing:
+        raise FileNotFoundError(f"{pred_dir}: no prediction for {', '.join(missing[:5])}")
+    loaded = {}
+    for name, ref_path in refs.items():
+        ref = read_volume(ref_path) if ref_path.is_file() else None
+        ref_label = read_label(ref_path)
+        pred_label = read_label(preds[name])
+        if pred_label.array.shape != ref_label.array.shape:
+            raise ImageReadError(
+                f"{preds[name]}: shape {list(pred_label.array.shape)} differs from the reference's "
+                f"{list(ref_label.array.shape)}"
+            )
+        spacing = tuple(reversed(ref.spacing)) if ref is not None else (1.0, 1.0, 1.0)
+        loaded[name] = (pred_label.array, ref_label.array, spacing)
+    if classes is None:
+        classes = sorted({int(v) for _, r, _ in loaded.values() for v in np.unique(r) if v > 0})
+    names = {c: (class_names or {}).get(c, str(c)) for c in classes}
+    cases = []
+    for name, (pred, ref, spacing) in loaded.items():
+        per_class = case_metrics(pred, ref, spacing, classes, nsd_tolerance)
+        cases.append({"case": name, "classes": {names[c]: per_class[c] for c in classes}})
+    means = {
+        names[c]: {m: float(np.mean([row["classes"][names[c]][m] for row in cases])) for m in METRICS} for c in classes
+    }
+    overall = {m: float(np.mean([v[m] for v in means.values()])) for m in METRICS}
+    return {"nsd_tolerance_mm": nsd_tolerance, "cases": cases, "mean_per_class": means, "mean": overall}
+
+
+def write_results(results: dict, json_path: str | os.PathLike) -> tuple[Path, Path]:
+    """JSON as given and a CSV (one row per case and class, then the means) beside it."""
+    json_path = Path(json_path)
+    csv_path = json_path.with_suffix(".csv")
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["case", "class", *METRICS])
+    for row in results["cases"]:
+        for cls, values in row["classes"].items():
+            writer.writerow([row["case"], cls, *(f"{values[m]:.6f}" for m in METRICS)])
+    for cls, values in results["mean_per_class"].items():
+        writer.writerow(["mean", cls, *(f"{values[m]:.6f}" for m in METRICS)])
+    writer.writerow(["mean", "all", *(f"{results['mean'][m]:.6f}" for m in METRICS)])
+    with atomic_path(csv_path) as tmp:
+        tmp.write_text(buffer.getvalue())
+    return json_path, csv_path
+
+
+def format_table(results: dict) -> str:
+    lines = [f"{'class':<20}{'Dice':>8}{'HD95 mm':>10}{'NSD':>8}"]
+    for cls, v in results["mean_per_class"].items():
+        lines.append(f"{cls:<20}{v['dice']:>8.4f}{v['hd95']:>10.2f}{v['nsd']:>8.4f}")
+    m = results["mean"]
+    lines.append(f"{'mean':<20}{m['dice']:>8.4f}{m['hd95']:>10.2f}{m['nsd']:>8.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,232 @@
+"""Whole-volume prediction: every slice is the centre of a stack, and the softmax probabilities
+of all stacks covering a slice are averaged before the argmax (the paper's aggregation).
+
+Slices are finished as soon as every stack covering them has run, so memory stays at a few slices
+of probabilities, not the whole volume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.io import Volume, read_volume
+from ..data.normalize import Normalization
+from ..data.slices import labels_from_slices, prepare_image, stack_indices
+from ..model.checkpoint import load_model, resolve_device
+from ..model.masam import MASAM
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Prediction:
+    """``labels``: the label map in the input's own array order and size; ``probabilities``:
+    ``[K+1, *labels.shape]`` float16 when asked for; ``volume``: the input with its geometry."""
+
+    labels: np.ndarray
+    volume: Volume
+    probabilities: np.ndarray | None = None
+    slice_axis: int = 0
+
+
+def find_weights(model_path: str | os.PathLike) -> Path:
+    """A weights file, or the best (else last) model of a run folder."""
+    path = Path(model_path)
+    if path.is_dir():
+        for name in ("model_best.safetensors", "model_last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path}: a folder without model_best.safetensors or model_last.safetensors")
+    return path
+
+
+def stack_centres(num_slices: int, stride: int = 1, depth: int = 5) -> list[int]:
+    """Stack centres every ``stride`` slices, plus the last slice, so that every slice is covered."""
+    if stride < 1 or stride > depth:
+        raise ValueError(f"stride must be between 1 and the stack depth ({depth}), got {stride}")
+    centres = list(range(0, num_slices, stride))
+    if centres[-1] != num_slices - 1:
+        centres.append(num_slices - 1)
+    return centres
+
+
+class Predictor:
+    """Predict label maps with an MA-SAM model.
+
+    ``predict(image)`` takes a path (volume file or frame folder), a :class:`Volume`, or a numpy
+    array ``[z, y, x]`` with ``spacing``/``origin``/``direction`` (SimpleITK order).
+    """
+
+    def __init__(
+        self,
+        model: MASAM,
+        normalization: Normalization | None = None,
+        *,
+        batch_size: int = 2,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        stride: int = 1,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        if normalization is None:
+            stored = model.metadata.get("normalization")
+            if stored is None:
+                raise ValueError("the model stores no normalisation (e.g. a converted original file): give a modality")
+            normalization = Normalization(**stored)
+        self.normalization = normalization
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.batch_size = max(1, batch_size)
+        self.stride = stride
+        self.depth = model.config.slices
+
+    @classmethod
+    def from_files(
+        cls,
+        model_path: str | os.PathLike,
+        sam_checkpoint: str | os.PathLike | None = None,
+        *,
+        modality: str | None = None,
+        device: str = "cpu",
+        **kwargs,
+    ) -> Predictor:
+        model = load_model(sam_checkpoint, find_weights(model_path), device=device)
+        norm = None
+        if modality is not None:
+            stored = dict(model.metadata.get("normalization") or {})
+            stored["modality"] = modality
+            norm = Normalization(**stored)
+        return cls(model, norm, device=device, **kwargs)
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _forward(self, stacks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
+        """Softmax probabilities ``[B, D, K+1, S, S]`` (float32), halving the batch on OOM."""
+        try:
+            with torch.no_grad(), self._autocast():
+                logits = self.model(stacks.to(self.device), None if boxes is None else boxes.to(self.device))["logits"]
+            return torch.softmax(logits.float(), dim=2)
+        except torch.OutOfMemoryError:
+            if stacks.shape[0] == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = stacks.shape[0] // 2
+            self.batch_size = max(1, half)
+            parts = [
+                (stacks[:half], None if boxes is None else boxes[:half]),
+                (stacks[half:], None if boxes is None else boxes[half:]),
+            ]
+            return torch.cat([self._forward(s, b) for s, b in parts])
+
+    def slice_probabilities(
+        self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Averaged probabilities of each slice, in order: yields ``(index, [K+1, S, S])``.
+
+        ``slices``: ``[N, C, S, S]`` normalised, model-sized; ``boxes``: ``[N, 4]`` in model pixels
+        (NaN rows: no box) or None.
+        """
+        n = slices.shape[0]
+        half = self.depth // 2
+        sums: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
+        centres = stack_centres(n, self.stride, self.depth)
+        next_out = 0
+        for start in range(0, len(centres), self.batch_size):
+            batch = centres[start : start + self.batch_size]
+            idx = np.stack([stack_indices(n, c, self.depth) for c in batch])  # [B, D]
+            stacks = slices[torch.from_numpy(idx)]
+            if stacks.shape[2] == 1:
+                stacks = stacks.expand(-1, -1, 3, -1, -1)
+            stack_boxes = None if boxes is None else boxes[torch.from_numpy(idx)]
+            probs = self._forward(stacks.float(), stack_boxes).cpu()
+            for b, centre in enumerate(batch):
+                for pos in range(self.depth):
+                    target = centre - half + pos
+                    if 0 <= target < n:  # positions that repeat an end slice fall outside: dropped
+                        sums[target] = sums[target] + probs[b, pos] if target in sums else probs[b, pos].clone()
+                        counts[target] = counts.get(target, 0) + 1
+            if progress is not None:
+                progress.update(len(batch))
+            done_below = centres[start + len(batch)] - half if start + len(batch) < len(centres) else n
+            while next_out < min(done_below, n):
+                yield next_out, sums.pop(next_out) / counts.pop(next_out)
+                next_out += 1
+
+    def predict(
+        self,
+        image: str | os.PathLike | Volume | np.ndarray,
+        *,
+        spacing=(1.0, 1.0, 1.0),
+        origin=(0.0, 0.0, 0.0),
+        direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+        boxes: dict[int, list[float]] | None = None,
+        return_probabilities: bool = False,
+        progress: bool = False,
+    ) -> Prediction:
+        """``boxes``: ``{slice_index: [x0, y0, x1, y1]}`` in voxel coordinates of the slice
+        (columns, rows) along the chosen slice axis."""
+        if isinstance(image, Volume):
+            volume = image
+        elif isinstance(image, np.ndarray):
+            if image.ndim != 3:
+                raise ValueError(f"expected a 3D array [z, y, x], got shape {image.shape}")
+            volume = Volume(image, tuple(spacing), tuple(origin), tuple(direction), Path("<array>"))
+        else:
+            volume = read_volume(image)
+        size = self.model.image_size
+        slices, axis = prepare_image(volume, self.normalization, size)
+        n, _, _, _ = slices.shape
+        rows, cols = _in_plane_shape(volume, axis)
+        box_tensor = None
+        if boxes:
+            box_tensor = torch.full((n, 4), float("nan"))
+            scale = torch.tensor([size / cols, size / rows, size / cols, size / rows])
+            for index, box in boxes.items():
+                box_tensor[int(index)] = torch.tensor(box, dtype=torch.float32) * scale
+
+        labels = np.zeros((n, rows, cols), np.uint8)
+        num_out = self.model.config.num_classes + 1
+        probabilities = np.zeros((num_out, n, rows, cols), np.float16) if return_probabilities else None
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=len(stack_centres(n, self.stride, self.depth)), desc=volume.path.name, unit="stack", leave=False
+            )
+        for index, probs in self.slice_probabilities(slices, box_tensor, bar):
+            if (rows, cols) != (size, size):
+                probs = F.interpolate(probs[None], size=(rows, cols), mode="bilinear", align_corners=False)[0]
+            labels[index] = probs.argmax(0).numpy().astype(np.uint8)
+            if probabilities is not None:
+                probabilities[:, index] = probs.numpy().astype(np.float16)
+        if bar is not None:
+            bar.close()
+        out_labels = labels_from_slices(labels, axis, volume.is_video)
+        if probabilities is not None and not volume.is_video:
+            probabilities = np.moveaxis(probabilities, 1, 1 + axis)
+        return Prediction(out_labels, volume, probabilities, axis)
+
+
+def _in_plane_shape(volume: Volume, axis: int) -> tuple[int, int]:
+    shape = volume.array.shape[:3]
+    if volume.is_video:
+        return shape[1], shape[2]
+    rest = [s for i, s in enumerate(shape) if i != axis]
+    return rest[0], rest[1]

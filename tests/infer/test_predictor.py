@@ -1,0 +1,171 @@
+"""Whole-volume prediction: the paper's aggregation, geometry of the outputs, box prompts, folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+import masam
+from masam.cli import main
+from masam.data import Normalization, read_volume
+from masam.infer import Predictor, stack_centres
+from masam.infer.run import boxes_from_labels, predict_inputs
+from tests.conftest import SHARED, require_shared
+from tests.data.helpers import make_video_dataset, phantom, write_volume
+from tests.model.test_model import randomise
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = masam.load_model(arch="vit_tiny", num_classes=2, image_size=64, rank=4)
+    randomise(m)
+    m.metadata = {"normalization": Normalization("CT").to_dict()}
+    return m.eval()
+
+
+def original_loop(model, slices, classes):
+    """The original test script's loop, literally: one 5-slice stack per slice (ends repeated),
+    probabilities accumulated into an array padded by 2 at each end with a counter starting at 1,
+    padding dropped, argmax."""
+    n = slices.shape[0]
+    probability = np.zeros((n + 4, classes + 1, *slices.shape[-2:]), np.float32)
+    avg_cnt = np.ones_like(probability)
+    for ind in range(n):
+        idx = [min(max(i, 0), n - 1) for i in range(ind - 2, ind + 3)]
+        stack = slices[idx][None].expand(-1, -1, 3, -1, -1)
+        with torch.no_grad():
+            out = torch.softmax(model(stack)["logits"], dim=2)[0].numpy()
+        probability[ind : ind + 5] += out
+        avg_cnt[ind : ind + 5] += 1.0
+    probability = probability / avg_cnt
+    return probability[2:-2], avg_cnt[2:-2]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_aggregation_equals_the_original_test_loop(model, batch_size):
+    slices = torch.rand(7, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    predictor = Predictor(model, batch_size=batch_size)
+    ours = dict(predictor.slice_probabilities(slices))
+    assert sorted(ours) == list(range(7))
+    theirs, counter = original_loop(model, slices, classes=2)
+    ours_stack = torch.stack([ours[i] for i in range(7)]).numpy()
+    # the original divides by (covering stacks + 1): a per-slice scale that leaves the argmax alone
+    assert np.allclose(ours_stack * (counter - 1) / counter, theirs, atol=1e-6)
+    assert np.array_equal(ours_stack.argmax(1), theirs.argmax(1))
+
+
+def test_stride_still_covers_every_slice(model):
+    assert stack_centres(10, 1) == list(range(10))
+    assert stack_centres(10, 3) == [0, 3, 6, 9]
+    assert stack_centres(11, 5) == [0, 5, 10]
+    slices = torch.rand(11, 1, 64, 64)
+    out = dict(Predictor(model, stride=4).slice_probabilities(slices))
+    assert sorted(out) == list(range(11))
+    assert all(torch.allclose(p.sum(0), torch.ones(64, 64), atol=1e-5) for p in out.values())
+
+
+def _assert_same_geometry(written, source):
+    a, b = sitk.ReadImage(str(written)), sitk.ReadImage(str(source))
+    assert a.GetSize() == b.GetSize()
+    assert np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-5)
+    assert np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-5)
+    assert np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "relative", ["totalsegmentator/example_ct.nii.gz", "pyradiomics/brain1_image.nrrd"], ids=["ct", "nrrd"]
+)
+def test_predictions_keep_the_input_geometry(model, relative, tmp_path):
+    source = require_shared(SHARED / "data" / relative)
+    report = predict_inputs(Predictor(model, batch_size=4), source, tmp_path, save_probabilities=True, overlays=True)
+    assert not report.failed and len(report.written) == 1
+    written = report.written[0]
+    assert written.name == source.name  # same name and format as the input
+    _assert_same_geometry(written, source)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(written)))
+    assert labels.dtype == np.uint8 and labels.max() <= 2
+    probs = np.load(tmp_path / f"{written.name.split('.')[0]}_probabilities.npz")
+    assert probs["probabilities"].dtype == np.float16 and probs["probabilities"].shape == (3, *labels.shape)
+    # float16 storage may turn a near-tie the other way on a few voxels
+    assert (probs["probabilities"].astype(np.float32).argmax(0) == labels).mean() > 0.999
+    assert len(list((tmp_path / "overlays").glob("*.png"))) == 3
+
+
+def test_video_folder_prediction(model, tmp_path):
+    make_video_dataset(tmp_path / "V", sequences=1, frames=4)
+    predictor = Predictor(model, Normalization("RGB"))
+    report = predict_inputs(predictor, tmp_path / "V" / "imagesTr" / "seq0", tmp_path / "out")
+    assert not report.failed
+    frames = sorted((tmp_path / "out" / "seq0").glob("*.png"))
+    assert len(frames) == 4
+    assert read_volume(tmp_path / "out" / "seq0").array.shape == (4, 32, 40, 3)  # frame size kept
+
+
+def test_python_api_on_an_array_and_box_prompts_change_the_output(model):
+    image, label = phantom((6, 40, 48), seed=3)
+    predictor = Predictor(model)
+    plain = predictor.predict(image, spacing=(1.0, 1.0, 3.0), return_probabilities=True)
+    assert plain.labels.shape == image.shape and plain.probabilities.shape == (3, *image.shape)
+    boxes = boxes_from_labels(label, axis=0)
+    assert boxes and all(len(b) == 4 for b in boxes.values())
+    boxed = predictor.predict(image, spacing=(1.0, 1.0, 3.0), boxes=boxes, return_probabilities=True)
+    moved = predictor.predict(
+        image, spacing=(1.0, 1.0, 3.0), boxes={k: [0, 0, 5, 5] for k in boxes}, return_probabilities=True
+    )
+    assert not np.allclose(boxed.probabilities, plain.probabilities, atol=1e-3)
+    assert not np.allclose(boxed.probabilities, moved.probabilities, atol=1e-3)
+
+
+def test_predict_command_keeps_going_past_a_bad_case(model, tmp_path, capsys):
+    weights = tmp_path / "model.safetensors"
+    masam.save_weights(model, weights)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image, _ = phantom((5, 30, 30), seed=1)
+    write_volume(inputs / "good_0000.nii.gz", image, (1.0, 1.0, 2.0))
+    (inputs / "bad_0000.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"good": {"2": [3, 4, 20, 25]}}))
+    code = main(
+        [
+            "predict",
+            "-m",
+            str(weights),
+            "-i",
+            str(inputs),
+            "-o",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--boxes",
+            str(boxes),
+        ]
+    )
+    assert code == 1
+    assert (tmp_path / "out" / "good.nii.gz").is_file() and not (tmp_path / "out" / "bad.nii.gz").exists()
+    err = capsys.readouterr().err
+    assert "failed: bad:" in err and "bad_0000.nii.gz" in err
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".tmp")]
+    boxes.write_text(json.dumps({"good": {"2": [3, 4, 40, 25]}}))
+    assert (
+        main(
+            [
+                "predict",
+                "-m",
+                str(weights),
+                "-i",
+                str(inputs / "good_0000.nii.gz"),
+                "-o",
+                str(tmp_path / "o2"),
+                "--quiet",
+                "--boxes",
+                str(boxes),
+            ]
+        )
+        == 1
+    )
+    assert "outside the 30x30 slice" in capsys.readouterr().err
