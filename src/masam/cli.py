@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from .data.dataset import DatasetError
 from .data.io import ImageReadError
 from .model.checkpoint import CheckpointError
+from .train.trainer import TrainingError
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
@@ -88,6 +90,34 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {json_path} and {csv_path}")
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import PAPER_PRESET, Interrupted, TrainConfig, Trainer
+
+    values = TrainConfig().to_dict()
+    if args.preset == "paper":
+        values.update(PAPER_PRESET)
+    for key in values:
+        given = getattr(args, key, None)
+        if given is not None:
+            values[key] = given
+    if args.sam_checkpoint is None and args.arch is None:
+        raise ValueError("give --sam-checkpoint (fine-tune SAM) or --arch (train from random initialisation)")
+    if args.iterations is not None and args.epochs is None:
+        values["stop_epoch"] = None
+    config = TrainConfig.from_dict(values)
+    trainer = Trainer(config, progress=not args.quiet, stop_after=args.stop_after, check_sync=args.check_sync)
+    try:
+        result = trainer.run()
+    except Interrupted as stop:
+        print(
+            f"masam train: stopped by signal {stop.signum}; resumable state saved in {config.output}", file=sys.stderr
+        )
+        return 128 + stop.signum
+    if trainer.is_main:
+        print(f"finished: {json.dumps(result)}; run folder {config.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="masam", description="MA-SAM for 3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -147,6 +177,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-json", default=None, help="dataset.json, for class names and the list of classes")
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser("train", help="fine-tune MA-SAM on a dataset in the nnU-Net layout")
+    p.add_argument("-d", "--dataset", required=True, help="dataset folder (nnU-Net raw layout, or video sequences)")
+    p.add_argument("-o", "--output", required=True, help="run folder for models, state, logs and the cache")
+    p.add_argument("--sam-checkpoint", default=None, help="official SAM .pth to fine-tune (arch read from it)")
+    p.add_argument("--arch", default=None, help="vit_b, vit_l, vit_h or vit_tiny, randomly initialised (no SAM)")
+    p.add_argument(
+        "--preset", choices=["paper"], default=None, help="the paper's values (batch 24 at 512, lr 8e-4, ...)"
+    )
+    p.add_argument("--modality", default=None, help="CT, MRI or RGB (default: dataset.json's channel name)")
+    p.add_argument(
+        "--ct-window",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="CT window in HU (default -200 250)",
+    )
+    p.add_argument("--mri-percentile", type=float, default=None, help="MRI upper clip percentile (default 99)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs in the schedule (default 400)")
+    p.add_argument("--stop-epoch", type=int, default=None, help="stop early at this epoch (default 300, as the paper)")
+    p.add_argument("--iterations", type=int, default=None, help="optimizer steps to run instead of epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="stacks per step and process (default 24)")
+    p.add_argument("--accumulate", type=int, default=None, help="micro-batches per optimizer step (default 1)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 8e-4)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 250)")
+    p.add_argument("--slices", type=int, default=None, help="slices per stack (default 5)")
+    p.add_argument("--image-size", type=int, default=None, help="model input size, a multiple of 16 (default 512)")
+    p.add_argument("--rank", type=int, default=None, help="FacT rank (default 32)")
+    p.add_argument("--scale", type=float, default=None, help="FacT scale s (default 1.0)")
+    p.add_argument("--adapter-kernel", type=int, default=None, help="adapter taps over slices; 1 = 2D only (default 3)")
+    p.add_argument(
+        "--prompt", choices=["none", "box"], default=None, help="prompt-free, or one box per slice (default none)"
+    )
+    p.add_argument(
+        "--no-augment", dest="augment", action="store_const", const=False, default=None, help="switch augmentation off"
+    )
+    p.add_argument("--exclude-background", dest="include_background", action="store_const", const=False, default=None,
+                   help="leave the background out of the Dice loss (the original includes it)")  # fmt: skip
+    p.add_argument("--fact-dropout", type=float, default=None, help="dropout on the FacT path (default 0.1)")
+    p.add_argument("--val-every", type=int, default=None, help="epochs between validations; 0 = none (default 20)")
+    p.add_argument("--val-fraction", type=float, default=None, help="share of cases held out (default 0.2)")
+    p.add_argument("--split-file", default=None, help="JSON {train: [...], val: [...]} instead of a seeded split")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 1234)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None, help="fp16 needs CUDA (default fp32)")
+    p.add_argument(
+        "--grad-checkpoint", action="store_const", const=True, default=None, help="recompute encoder blocks in backward"
+    )
+    p.add_argument("--workers", type=int, default=None, help="data-loader workers per process (default 2)")
+    p.add_argument("--device", default=None, help="cpu, cuda (default cpu)")
+    p.add_argument("--save-every", type=int, default=None, help="steps between resumable states (default: each epoch)")
+    p.add_argument("--resume", action="store_const", const=True, default=None, help="continue the run in --output")
+    p.add_argument(
+        "--stop-after", type=int, default=None, help="save a resumable state and stop after N steps of this run"
+    )
+    p.add_argument("--check-sync", action="store_true", help="(debugging) verify that all ranks hold the same weights")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
     p = sub.add_parser("params", help="print total and trainable parameters per part of a model")
     p.add_argument("--arch", default="vit_b", help="vit_b, vit_l, vit_h or vit_tiny (default vit_b)")
     p.add_argument("--image-size", type=int, default=512, help="input size (default 512)")
@@ -160,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (CheckpointError, DatasetError, ImageReadError, ValueError, RuntimeError, OSError) as err:
+    except (CheckpointError, DatasetError, ImageReadError, TrainingError, ValueError, RuntimeError, OSError) as err:
         if args.debug:
             raise
         print(f"masam {args.command}: error: {err}", file=sys.stderr)

@@ -105,6 +105,20 @@ def test_adapter_equals_conv3d_over_slices():
         assert torch.allclose(adapter(x, d), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [1, 5])
+def test_adapter_of_other_kernels_equals_conv3d(kernel):
+    torch.manual_seed(0)
+    adapter = Adapter3D(16, 8, kernel)
+    with torch.no_grad():
+        adapter.conv.weight.normal_(std=0.2)
+    x = torch.randn(2 * 4, 3, 3, 16)
+    y = adapter.down(adapter.norm(x)).reshape(2, 4, 3, 3, 8).permute(0, 4, 1, 2, 3)
+    y = F.conv3d(y, adapter.conv.weight, adapter.conv.bias, padding=(kernel // 2, 0, 0))
+    expected = x + adapter.up(F.gelu(y.permute(0, 2, 3, 4, 1).reshape(8, 3, 3, 8)))
+    with torch.no_grad():
+        assert torch.allclose(adapter(x, 4), expected, atol=1e-5)
+
+
 def test_adapters_mix_neighbouring_slices_only_within_a_stack():
     model = randomise(tiny()).eval()
     x = torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(4))

@@ -52,6 +52,7 @@ class ModelConfig:
     scale: float = 1.0
     adapter_width: int | None = None  # None: the arch's default
     fact_dropout: float = 0.1
+    adapter_kernel: int = 3  # taps over the slice axis; 1 = 2D adapters (no third dimension)
     slices: int = 5
     pretrained_encoder: bool = True
     label_names: dict[str, int] = field(default_factory=dict)
@@ -95,6 +96,7 @@ def build_model(config: ModelConfig) -> MASAM:
         fact_scale=config.scale,
         fact_dropout=config.fact_dropout,
         out_chans=PROMPT_DIM,
+        adapter_kernel=config.adapter_kernel,
     )
     prompt_encoder = PromptEncoder(PROMPT_DIM, (grid, grid), (config.image_size, config.image_size))
     decoder = MaskDecoder(

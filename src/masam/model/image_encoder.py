@@ -29,29 +29,33 @@ class FacTFactors(nn.Module):
 
 class Adapter3D(nn.Module):
     """MA-SAM's 3D adapter: LayerNorm -> down-projection -> convolution over the slice axis
-    (kernel 3, zero padding at the stack ends) -> GELU -> up-projection, added to the input.
+    (``kernel`` taps, zero padding at the stack ends) -> GELU -> up-projection, added to the input.
+    ``kernel=1`` makes it a 2D adapter (the ablation without the third dimension).
 
     ``x``: ``[B * D, H, W, C]`` -> same shape.
     """
 
-    def __init__(self, dim: int, width: int) -> None:
+    def __init__(self, dim: int, width: int, kernel: int = 3) -> None:
         super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"adapter kernel must be odd and positive, got {kernel}")
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.down = nn.Linear(dim, width, bias=False)
         # Stored as the Conv3d the paper describes (and the original checkpoints hold, [w, w, 3, 1, 1]);
-        # applied below as three channel matmuls on the channels-last tensor, which is the same
+        # applied below as one channel matmul per tap on the channels-last tensor, which is the same
         # arithmetic without the two full-size permutes a Conv3d call needs.
-        self.conv = nn.Conv3d(width, width, kernel_size=(3, 1, 1), padding="same")
+        self.conv = nn.Conv3d(width, width, kernel_size=(kernel, 1, 1), padding="same")
         self.up = nn.Linear(width, dim, bias=False)
 
     def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
         n, h, w, c = x.shape
         y = self.down(self.norm(x)).reshape(n // depth, depth, h * w, -1)
-        k = self.conv.weight[:, :, :, 0, 0]  # [out, in, 3]: taps for slices d-1, d, d+1
-        z = F.linear(y, k[..., 1], self.conv.bias)
-        if depth > 1:
-            z[:, 1:] += F.linear(y[:, :-1], k[..., 0])
-            z[:, :-1] += F.linear(y[:, 1:], k[..., 2])
+        taps = self.conv.weight[:, :, :, 0, 0]  # [out, in, k]: tap j reads slice d + j - k // 2
+        half = taps.shape[-1] // 2
+        z = F.linear(y, taps[..., half], self.conv.bias)
+        for offset in range(1, min(half, depth - 1) + 1):
+            z[:, offset:] += F.linear(y[:, :-offset], taps[..., half - offset])
+            z[:, :-offset] += F.linear(y[:, offset:], taps[..., half + offset])
         z = self.up(F.gelu(z))
         return x + z.reshape(n, h, w, c)
 
@@ -170,14 +174,15 @@ class Block(nn.Module):
         rank: int,
         fact_scale: float,
         fact_dropout: float,
+        adapter_kernel: int = 3,
     ) -> None:
         super().__init__()
         self.window_size = window_size
         attn_size = input_size if window_size == 0 else (window_size, window_size)
-        self.adapter_attn = Adapter3D(dim, adapter_width)
+        self.adapter_attn = Adapter3D(dim, adapter_width, adapter_kernel)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, attn_size, rank, fact_scale, fact_dropout)
-        self.adapter_mlp = Adapter3D(dim, adapter_width)
+        self.adapter_mlp = Adapter3D(dim, adapter_width, adapter_kernel)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
 
@@ -229,6 +234,7 @@ class ImageEncoderViT3D(nn.Module):
         fact_dropout: float = 0.1,
         mlp_ratio: float = 4.0,
         out_chans: int = 256,
+        adapter_kernel: int = 3,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -247,6 +253,7 @@ class ImageEncoderViT3D(nn.Module):
                 rank,
                 fact_scale,
                 fact_dropout,
+                adapter_kernel,
             )
             for i in range(depth)
         )

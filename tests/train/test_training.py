@@ -1,0 +1,183 @@
+"""masam train: run folder, exact resume (also after SIGTERM), torchrun with two processes, real CT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from masam.cli import main
+from masam.data.io import read_volume
+from tests.conftest import ROOT, SHARED, require_shared
+from tests.data.helpers import make_dataset, write_volume
+
+TINY = ["--arch", "vit_tiny", "--image-size", "64", "--rank", "4", "--warmup", "3", "--workers", "0", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("train") / "D", cases=3, shape=(6, 40, 48))
+
+
+def trained(run: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run / "training_state.pt", weights_only=True)
+    return state["model"]
+
+
+def assert_same(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if atol == 0.0:
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert torch.allclose(a[key], b[key], atol=atol, rtol=0), key
+
+
+def test_run_folder_and_exact_resume(dataset, tmp_path):
+    # 2 training cases x 6 slices / batch 2 = 6 steps per epoch; 9 steps cross an epoch boundary
+    args = ["train", "-d", str(dataset), *TINY, "--iterations", "9", "--batch-size", "2", "--val-every", "1"]
+    assert main([*args, "-o", str(tmp_path / "full")]) == 0
+    assert main([*args, "-o", str(tmp_path / "part"), "--stop-after", "4"]) == 0
+    assert trained(tmp_path / "part").keys() == trained(tmp_path / "full").keys()
+    assert main([*args, "-o", str(tmp_path / "part")]) == 1  # a state is there: --resume is required
+    assert main([*args, "-o", str(tmp_path / "part"), "--resume"]) == 0
+    assert_same(trained(tmp_path / "full"), trained(tmp_path / "part"))
+
+    run = tmp_path / "full"
+    names = {p.name for p in run.iterdir()}
+    assert {
+        "config.json",
+        "log.jsonl",
+        "model_best.safetensors",
+        "model_last.safetensors",
+        "training_state.pt",
+        "tensorboard",
+    } <= names
+    assert list((run / "tensorboard").iterdir())
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 10))
+    assert all({"loss", "ce", "dice", "lr"} <= r.keys() for r in steps)
+    assert any("val_dice" in r for r in log)
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["iterations"] == 9 and config["model"]["arch"] == "vit_tiny"
+    assert not [p for p in run.rglob(".tmp-*")]
+
+
+def test_sigterm_saves_a_resumable_state(dataset, tmp_path):
+    args = ["train", "-d", str(dataset), *TINY, "--iterations", "12", "--batch-size", "2", "--val-every", "0"]
+    assert main([*args, "-o", str(tmp_path / "full")]) == 0
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "masam", *args, "-o", str(run)], env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = run / "log.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+    assert b"resumable state saved" in err
+    stopped = torch.load(run / "training_state.pt", weights_only=True)["step"]
+    assert 2 <= stopped < 12
+    assert main([*args, "-o", str(run), "--resume"]) == 0
+    assert_same(trained(tmp_path / "full"), trained(run))
+
+
+def test_two_processes_under_torchrun_train_as_one_with_the_global_batch(dataset, tmp_path):
+    common = [*TINY, "-d", str(dataset), "--iterations", "4", "--val-every", "0", "--no-augment", "--fact-dropout", "0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "masam",
+        "train",
+    ]
+    done = subprocess.run(
+        [*cmd, *common, "--batch-size", "1", "--check-sync", "-o", str(tmp_path / "ddp")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["train", *common, "--batch-size", "2", "-o", str(tmp_path / "single")]) == 0
+    assert_same(trained(tmp_path / "single"), trained(tmp_path / "ddp"), atol=1e-5)
+    log = (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 4  # rank 0 alone writes
+
+
+def test_train_on_real_ct_volumes(tmp_path):
+    folder = require_shared(SHARED / "data" / "totalsegmentator")
+    root = tmp_path / "RealCT"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    pairs = [("example_ct_sm.nii.gz", "example_seg.nii.gz"), ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz")]
+    top = 0
+    for i, (image, label) in enumerate(pairs * 2):
+        volume = read_volume(folder / image)
+        seg = read_volume(folder / label)
+        organs = np.where(np.isin(seg.array, [1, 2, 3, 5]), seg.array, 0).astype(np.uint8)  # a few classes
+        top = max(top, int(organs.max()))
+        (root / "imagesTr" / f"c{i}_0000.nii.gz").symlink_to(folder / image)
+        write_volume(root / "labelsTr" / f"c{i}.nii.gz", organs, volume.spacing, volume.origin, volume.direction)
+    labels = {"background": 0, **{f"organ{v}": v for v in range(1, top + 1)}}
+    meta = {"channel_names": {"0": "CT"}, "labels": labels, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "-d",
+                str(root),
+                "-o",
+                str(run),
+                *TINY,
+                "--iterations",
+                "3",
+                "--batch-size",
+                "2",
+                "--val-every",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert {"config.json", "log.jsonl", "model_best.safetensors", "model_last.safetensors", "training_state.pt"} <= {
+        p.name for p in run.iterdir()
+    }
+    cache = json.loads((run / "cache" / "plan.json").read_text())
+    assert cache["modality"] == "CT" and len(cache["cases"]) == 4
+    # the trained model predicts through masam predict with the input's geometry
+    assert (
+        main(
+            [
+                "predict",
+                "-m",
+                str(run),
+                "-i",
+                str(root / "imagesTr" / "c0_0000.nii.gz"),
+                "-o",
+                str(tmp_path / "p"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    written = read_volume(tmp_path / "p" / "c0.nii.gz")
+    assert written.array.shape == read_volume(folder / "example_ct_sm.nii.gz").array.shape
