@@ -118,6 +118,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.output, iterations=args.iterations, train_cases=args.cases, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="masam", description="MA-SAM for 3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -202,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accumulate", type=int, default=None, help="micro-batches per optimizer step (default 1)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 8e-4)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 250)")
+    p.add_argument("--power", type=float, default=None, help="exponent of the polynomial decay (default 7)")
     p.add_argument("--slices", type=int, default=None, help="slices per stack (default 5)")
     p.add_argument("--image-size", type=int, default=None, help="model input size, a multiple of 16 (default 512)")
     p.add_argument("--rank", type=int, default=None, help="FacT rank (default 32)")
@@ -234,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-sync", action="store_true", help="(debugging) verify that all ranks hold the same weights")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="generate a phantom dataset, train vit_tiny on the CPU, predict and evaluate")
+    p.add_argument("-o", "--output", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument("--iterations", type=int, default=600, help="training steps (default 600)")
+    p.add_argument("--cases", type=int, default=16, help="training cases to generate (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("params", help="print total and trainable parameters per part of a model")
     p.add_argument("--arch", default="vit_b", help="vit_b, vit_l, vit_h or vit_tiny (default vit_b)")

@@ -32,7 +32,7 @@ ARCHS: dict[str, EncoderArch] = {
     "vit_l": EncoderArch(1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": EncoderArch(1280, 32, 16, (7, 15, 23, 31)),
     # Not a SAM size: small enough to train from scratch on a CPU (tests and the demo).
-    "vit_tiny": EncoderArch(96, 4, 4, (1, 3), window_size=8, adapter_width=48),
+    "vit_tiny": EncoderArch(96, 4, 4, (1, 3), window_size=4, adapter_width=48),
 }
 
 
