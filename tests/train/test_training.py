@@ -181,3 +181,24 @@ def test_train_on_real_ct_volumes(tmp_path):
     )
     written = read_volume(tmp_path / "p" / "c0.nii.gz")
     assert written.array.shape == read_volume(folder / "example_ct_sm.nii.gz").array.shape
+
+
+def test_paper_preset_box_prompts_and_the_readme_predict_options(dataset, tmp_path):
+    run = tmp_path / "tumour"
+    args = ["train", "-d", str(dataset), "-o", str(run), "--preset", "paper", *TINY]
+    assert main([*args, "--iterations", "3", "--batch-size", "2", "--prompt", "box", "--val-every", "1"]) == 0
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["lr"], train["warmup"], train["power"], train["weight_decay"]) == (
+        8e-4,
+        3,
+        7.0,
+        0.1,
+    )  # preset + overrides
+    assert train["batch_size"] == 2 and train["prompt"] == "box" and train["image_size"] == 64
+    out = tmp_path / "pred"
+    images, labels = dataset / "imagesTr", dataset / "labelsTr"
+    extra = ["--boxes-from-labels", str(labels), "--output-format", ".nrrd", "--stride", "2", "--save-probabilities"]
+    assert main(["predict", "-m", str(run), "-i", str(images), "-o", str(out), "--quiet", *extra]) == 0
+    written = sorted(p.name for p in out.glob("*.nrrd"))
+    assert written == ["case00.nrrd", "case01.nrrd", "case02.nrrd"]
+    assert read_volume(out / "case00.nrrd").array.shape == (6, 40, 48)
