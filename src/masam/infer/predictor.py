@@ -120,8 +120,10 @@ class Predictor:
             with torch.no_grad(), self._autocast():
                 logits = self.model(stacks.to(self.device), None if boxes is None else boxes.to(self.device))["logits"]
             return torch.softmax(logits.float(), dim=2)
-        except torch.OutOfMemoryError:
-            if stacks.shape[0] == 1:
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            # CUDA raises OutOfMemoryError; a CPU allocation failure is a RuntimeError saying so
+            out_of_memory = isinstance(err, torch.OutOfMemoryError) or "not enough memory" in str(err)
+            if not out_of_memory or stacks.shape[0] == 1:
                 raise
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -147,7 +149,9 @@ class Predictor:
         counts: dict[int, int] = {}
         centres = stack_centres(n, self.stride, self.depth)
         next_out = 0
-        for start in range(0, len(centres), self.batch_size):
+        start = 0
+        while start < len(centres):
+            # batch_size may shrink inside _forward (out of memory): always advance by what ran
             batch = centres[start : start + self.batch_size]
             idx = np.stack([stack_indices(n, c, self.depth) for c in batch])  # [B, D]
             stacks = slices[torch.from_numpy(idx)]
@@ -163,7 +167,8 @@ class Predictor:
                         counts[target] = counts.get(target, 0) + 1
             if progress is not None:
                 progress.update(len(batch))
-            done_below = centres[start + len(batch)] - half if start + len(batch) < len(centres) else n
+            start += len(batch)
+            done_below = centres[start] - half if start < len(centres) else n
             while next_out < min(done_below, n):
                 yield next_out, sums.pop(next_out) / counts.pop(next_out)
                 next_out += 1

@@ -343,6 +343,10 @@ def load_model(
         metadata = header.get("metadata") or {}
         if arch is not None and arch != config.arch:
             raise CheckpointError(f"{weights}: holds a {config.arch} model, but arch {arch} was asked for")
+        if sam_arch is not None and config.pretrained_encoder and sam_arch != config.arch:
+            raise CheckpointError(
+                f"{weights}: was fine-tuned from a SAM {config.arch} checkpoint, but {sam_checkpoint} is {sam_arch}"
+            )
         model = build_model(config)
         if config.pretrained_encoder:
             if sam_state is None:
