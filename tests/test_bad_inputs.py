@@ -98,25 +98,18 @@ def _run(argv, capsys):
     return messages[0]
 
 
+def _predict(kit, image, out, *extra, model=None, sam=None):
+    return [
+        "predict", "-m", str(model or kit["weights"]), "--sam-checkpoint", str(sam or kit["sam"]),
+        "-i", str(image), "-o", str(out), "--quiet", *extra,
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", list(IMAGE_MESSAGES))
 def test_bad_images_for_predict(kind, kit, tmp_path, capsys):
     image = bad_images(tmp_path, kit)[kind]
     out = tmp_path / "out"
-    err = _run(
-        [
-            "predict",
-            "-m",
-            str(kit["weights"]),
-            "--sam-checkpoint",
-            str(kit["sam"]),
-            "-i",
-            str(image),
-            "-o",
-            str(out),
-            "--quiet",
-        ],
-        capsys,
-    )
+    err = _run(_predict(kit, image, out), capsys)
     assert IMAGE_MESSAGES[kind] in err
     assert not [p for p in out.iterdir() if p.is_file()]
 
@@ -179,21 +172,7 @@ def test_empty_folder_is_not_a_dataset(tmp_path, capsys):
 
 def test_bad_checkpoints(kit, tmp_path, capsys):
     def predict(model, sam):
-        return _run(
-            [
-                "predict",
-                "-m",
-                str(model),
-                "--sam-checkpoint",
-                str(sam),
-                "-i",
-                str(kit["good"]),
-                "-o",
-                str(tmp_path / "o"),
-                "--quiet",
-            ],
-            capsys,
-        )
+        return _run(_predict(kit, kit["good"], tmp_path / "o", model=model, sam=sam), capsys)
 
     other_arch = tmp_path / "sam_b.pth"
     torch.save(official_sam_state("vit_b", 64, seed=0), other_arch)
@@ -222,20 +201,11 @@ def test_bad_checkpoints(kit, tmp_path, capsys):
 def test_boxes_outside_and_unwritable_output(kit, tmp_path, capsys):
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"good": {"1": [0, 0, 30, 10]}}))
-    args = [
-        "predict",
-        "-m",
-        str(kit["weights"]),
-        "--sam-checkpoint",
-        str(kit["sam"]),
-        "-i",
-        str(kit["good"]),
-        "--quiet",
-    ]
-    assert "outside the 30x30 slice" in _run([*args, "-o", str(tmp_path / "o"), "--boxes", str(boxes)], capsys)
+    err = _run(_predict(kit, kit["good"], tmp_path / "o", "--boxes", str(boxes)), capsys)
+    assert "outside the 30x30 slice" in err
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    err = _run([*args, "-o", str(blocker / "out")], capsys)
+    err = _run(_predict(kit, kit["good"], blocker / "out"), capsys)
     assert "a_file/out" in err and "Not a directory" in err
 
 
@@ -247,20 +217,5 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 def test_cuda_without_a_gpu_is_one_line(kit, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    err = _run(
-        [
-            "predict",
-            "-m",
-            str(kit["weights"]),
-            "--sam-checkpoint",
-            str(kit["sam"]),
-            "-i",
-            str(kit["good"]),
-            "-o",
-            str(tmp_path / "o"),
-            "--device",
-            "cuda",
-        ],
-        capsys,
-    )
+    err = _run(_predict(kit, kit["good"], tmp_path / "o", "--device", "cuda"), capsys)
     assert "no CUDA GPU" in err
