@@ -42,3 +42,59 @@ def test_preprocess_command_fills_the_cache_and_reports_bad_datasets(tmp_path, c
     (root / "dataset.json").write_text("[")
     assert main(["preprocess", "-d", str(root), "-o", str(tmp_path / "c2")]) == 1
     assert "dataset.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_predict_with_an_original_masam_file_needs_only_the_modality(tmp_path, capsys):
+    import numpy as np
+
+    from masam.data import read_volume
+    from tests.data.helpers import phantom, write_volume
+
+    sam = tmp_path / "sam.pth"
+    state = official_sam_state("vit_tiny", 128)
+    torch.save(state, sam)
+    original = tmp_path / "epoch_299.pth"
+    torch.save(original_adapter_state(state, rank=4, num_classes=2, width=24), original)
+    image = write_volume(tmp_path / "case_0000.nii.gz", phantom((5, 30, 30))[0], (1.0, 1.0, 2.0))
+    args = [
+        "predict",
+        "-m",
+        str(original),
+        "--sam-checkpoint",
+        str(sam),
+        "-i",
+        str(image),
+        "-o",
+        str(tmp_path / "p"),
+        "--quiet",
+    ]
+    assert main(args) == 1
+    assert "stores no normalisation" in capsys.readouterr().err
+    assert main([*args, "--modality", "CT"]) == 0
+    written = read_volume(tmp_path / "p" / "case.nii.gz")
+    assert written.array.shape == (5, 30, 30) and np.isin(np.unique(written.array), [0, 1, 2]).all()
+
+
+def test_loader_benchmark_script_runs_and_writes_its_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "loader_throughput.py"),
+        "--image-size",
+        "64",
+        "--stacks",
+        "6",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["stacks"] == 6 and result["stacks_per_s"] > 0 and result["image_size"] == 64

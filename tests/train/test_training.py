@@ -202,3 +202,21 @@ def test_paper_preset_box_prompts_and_the_readme_predict_options(dataset, tmp_pa
     written = sorted(p.name for p in out.glob("*.nrrd"))
     assert written == ["case00.nrrd", "case01.nrrd", "case02.nrrd"]
     assert read_volume(out / "case00.nrrd").array.shape == (6, 40, 48)
+
+
+def test_bf16_accumulation_and_gradient_checkpointing_train_and_predict(dataset, tmp_path):
+    run = tmp_path / "bf16"
+    extra = ["--precision", "bf16", "--accumulate", "2", "--grad-checkpoint", "--iterations", "2", "--batch-size", "1"]
+    assert main(["train", "-d", str(dataset), "-o", str(run), *TINY, *extra, "--val-every", "0"]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    assert json.loads((run / "config.json").read_text())["train"]["grad_checkpoint"] is True
+    image = dataset / "imagesTr" / "case00_0000.nii.gz"
+    assert (
+        main(["predict", "-m", str(run), "-i", str(image), "-o", str(tmp_path / "p"), "--precision", "bf16", "--quiet"])
+        == 0
+    )
+    assert read_volume(tmp_path / "p" / "case00.nii.gz").array.shape == (6, 40, 48)
+    assert (
+        main(["train", "-d", str(dataset), "-o", str(tmp_path / "x"), *TINY, "--precision", "fp16"]) == 1
+    )  # CUDA only
