@@ -67,11 +67,19 @@ def relative_position_index(size: int, device: torch.device | None = None) -> to
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with decomposed relative position and FacT deltas on q and v.
+    """Multi-head self-attention with decomposed relative position and FacT deltas on q and v,
+    windowed or global.
 
-    ``x``: ``[N, H, W, C]`` -> ``[N, H, W, C]``. The relative-position terms enter
-    ``scaled_dot_product_attention`` as an additive bias instead of being added to a
-    materialised attention matrix.
+    ``x``: ``[N, H, W, C]`` -> ``[N, H, W, C]``. Two rewrites keep SAM's arithmetic while skipping
+    work:
+
+    * windows: qkv is computed on the real tokens only and the padding is filled with the qkv bias
+      (what a zero-padded token gives); the output projection runs after the windows are merged,
+      so padded tokens never go through it;
+    * relative position: ``q . Rh[qh, kh] + q . Rw[qw, kw]`` is a dot product of a per-query
+      vector ``[rel_h, rel_w]`` with a per-key one-hot of (row, column), so it rides along inside
+      ``scaled_dot_product_attention``'s own ``q k^T`` (q and k get ``H + W`` extra columns,
+      v zero columns) instead of a materialised ``[N, heads, HW, HW]`` bias.
     """
 
     def __init__(
@@ -82,9 +90,11 @@ class Attention(nn.Module):
         rank: int,
         fact_scale: float = 1.0,
         fact_dropout: float = 0.1,
+        window_size: int = 0,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.window_size = window_size
         head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -114,27 +124,50 @@ class Attention(nn.Module):
         weight = torch.cat([w_q + delta_q, w_k, w_v + delta_v], dim=0)
         return F.linear(x, weight, self.qkv.bias)
 
-    def forward(self, x: torch.Tensor, fact: FacTFactors) -> torch.Tensor:
-        n, h, w, c = x.shape
+    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``qkv`` ``[N, h, w, 3C]`` -> attention output ``[N, h, w, C]`` (before the projection)."""
+        n, h, w, c3 = qkv.shape
         heads = self.num_heads
-        qkv = self._qkv(x, fact).reshape(n, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each [n, heads, h*w, head_dim]
+        head_dim = c3 // 3 // heads
+        q, k, v = qkv.reshape(n, h * w, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q_grid = q.reshape(n, heads, h, w, head_dim)
+        rel_h = torch.einsum("nghwc,hkc->nghwk", q_grid, self.rel_pos_h[relative_position_index(h, qkv.device)])
+        rel_w = torch.einsum("nghwc,wkc->nghwk", q_grid, self.rel_pos_w[relative_position_index(w, qkv.device)])
+        rel = torch.cat([rel_h, rel_w], dim=-1).reshape(n, heads, h * w, h + w)
+        key_pos = _key_position_onehot(h, w, qkv.device, k.dtype).expand(n, heads, -1, -1)
+        q = torch.cat([q * head_dim**-0.5, rel.to(q.dtype)], dim=-1)
+        k = torch.cat([k, key_pos], dim=-1)
+        v = F.pad(v, (0, h + w))
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., :head_dim]
+        return out.transpose(1, 2).reshape(n, h, w, heads * head_dim)
 
-        rel_h = self.rel_pos_h[relative_position_index(h, x.device)]  # [h, h, head_dim]
-        rel_w = self.rel_pos_w[relative_position_index(w, x.device)]  # [w, w, head_dim]
-        q_grid = q.reshape(n, heads, h, w, -1)
-        bias_h = torch.einsum("nghwc,hkc->nghwk", q_grid, rel_h)
-        bias_w = torch.einsum("nghwc,wkc->nghwk", q_grid, rel_w)
-        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(n, heads, h * w, h * w)
-
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.transpose(1, 2).reshape(n, h, w, c)
+    def forward(self, x: torch.Tensor, fact: FacTFactors) -> torch.Tensor:
+        qkv = self._qkv(x, fact)
+        win = self.window_size
+        if win > 0:
+            n, h, w, c3 = qkv.shape
+            pad_h, pad_w = (-h) % win, (-w) % win
+            if pad_h or pad_w:
+                qkv = F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
+                qkv[:, h:] = self.qkv.bias.to(qkv.dtype)  # a zero-padded token's q, k, v
+                qkv[:, :, w:] = self.qkv.bias.to(qkv.dtype)
+            windows, padded_hw = window_partition(qkv, win)
+            out = window_unpartition(self._attend(windows), win, padded_hw, (h, w))
+        else:
+            out = self._attend(qkv)
         return self.proj(out)
+
+
+def _key_position_onehot(h: int, w: int, device, dtype) -> torch.Tensor:
+    """``[h*w, h + w]``: for key (row r, column c), ones at r and at h + c."""
+    rows = torch.eye(h, device=device, dtype=dtype)[:, None, :].expand(h, w, h)
+    cols = torch.eye(w, device=device, dtype=dtype)[None, :, :].expand(h, w, w)
+    return torch.cat([rows, cols], dim=-1).reshape(h * w, h + w)
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """``[N, H, W, C]`` -> ``[N * nWin, window, window, C]``, zero-padding H and W up to a multiple
-    of ``window`` (as SAM does, after the norm, so padded tokens still get the qkv bias)."""
+    of ``window``."""
     n, h, w, c = x.shape
     pad_h, pad_w = (-h) % window, (-w) % window
     if pad_h or pad_w:
@@ -177,27 +210,17 @@ class Block(nn.Module):
         adapter_kernel: int = 3,
     ) -> None:
         super().__init__()
-        self.window_size = window_size
         attn_size = input_size if window_size == 0 else (window_size, window_size)
         self.adapter_attn = Adapter3D(dim, adapter_width, adapter_kernel)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attn_size, rank, fact_scale, fact_dropout)
+        self.attn = Attention(dim, num_heads, attn_size, rank, fact_scale, fact_dropout, window_size)
         self.adapter_mlp = Adapter3D(dim, adapter_width, adapter_kernel)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
 
     def forward(self, x: torch.Tensor, depth: int, fact: FacTFactors) -> torch.Tensor:
         x = self.adapter_attn(x, depth)
-        shortcut = x
-        x = self.norm1(x)
-        if self.window_size > 0:
-            hw = (x.shape[1], x.shape[2])
-            x, padded_hw = window_partition(x, self.window_size)
-            x = self.attn(x, fact)
-            x = window_unpartition(x, self.window_size, padded_hw, hw)
-        else:
-            x = self.attn(x, fact)
-        x = shortcut + x
+        x = x + self.attn(self.norm1(x), fact)
         x = self.adapter_mlp(x, depth)
         return x + self.mlp(self.norm2(x))
 

@@ -1,0 +1,104 @@
+"""Image-encoder efficiency: GFLOP/s of one 5-slice stack against the machine's float32 GEMM peak.
+
+Run by hand: ``python benchmarks/encoder_efficiency.py [--arch vit_b] [--sizes 256 512]``.
+Writes ``benchmarks/results/encoder_efficiency.json``. Weights are random (speed does not depend
+on them); FLOPs are counted from the architecture (multiply-adds x 2, padded window tokens
+included, as the computation does them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from masam.model import ARCHS, ModelConfig, build_model
+
+
+def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def encoder_gflop(arch_name: str, image_size: int, slices: int = 5, adapter_width: int | None = None) -> float:
+    arch = ARCHS[arch_name]
+    c, grid = arch.embed_dim, image_size // 16
+    width = adapter_width or arch.adapter_width
+    tokens = slices * grid * grid
+    macs = tokens * 3 * 16 * 16 * c  # patch embedding
+    for i in range(arch.depth):
+        if i in arch.global_attn_indexes:
+            attn_tokens, seq = tokens, grid * grid
+        else:
+            win = arch.window_size
+            padded = -(-grid // win) * win
+            attn_tokens, seq = slices * padded * padded, win * win
+        macs += attn_tokens * 4 * c * c  # qkv + proj
+        macs += attn_tokens * seq * c * 2  # q k^T and attn v
+        macs += tokens * 8 * c * c  # MLP
+        macs += 2 * tokens * (2 * c * width + 3 * width * width)  # two 3D adapters
+    macs += tokens * (c * 256 + 9 * 256 * 256)  # neck
+    return 2 * macs / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arch", default="vit_b", help="encoder size (default vit_b)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="image sizes (default 256 512)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per size, best kept (default 2)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "encoder_efficiency.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    peak = gemm_peak_gflops()
+    rows = []
+    for size in args.sizes:
+        model = build_model(ModelConfig(args.arch, size, num_classes=4)).eval()
+        x = torch.rand(1, 5, 3, size, size)
+        with torch.no_grad():
+            model.encode(x)  # warm-up
+            seconds = min(_timed(lambda m=model, x=x: m.encode(x)) for _ in range(args.repeats))
+        gflop = encoder_gflop(args.arch, size)
+        rows.append(
+            {
+                "image_size": size,
+                "seconds_per_stack": round(seconds, 3),
+                "gflop_per_stack": round(gflop, 1),
+                "gflops": round(gflop / seconds, 1),
+                "fraction_of_gemm_peak": round(gflop / seconds / peak, 3),
+            }
+        )
+        print(rows[-1])
+    result = {
+        "arch": args.arch,
+        "slices": 5,
+        "dtype": "float32",
+        "threads": args.threads,
+        "gemm_peak_gflops": round(peak, 1),
+        "goal_fraction": 0.8,
+        "original_fraction_reported": 0.45,
+        "rows": rows,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
