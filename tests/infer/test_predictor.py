@@ -169,3 +169,32 @@ def test_predict_command_keeps_going_past_a_bad_case(model, tmp_path, capsys):
         == 1
     )
     assert "outside the 30x30 slice" in capsys.readouterr().err
+
+
+def test_fast_mode_runs_a_fifth_of_the_stacks_and_covers_every_slice(model, tmp_path):
+    from masam.infer.predictor import MODES
+
+    assert len(stack_centres(150, MODES["fast"])) == 31 and len(stack_centres(150, MODES["faithful"])) == 150
+    calls = []
+    forward = model.forward
+
+    def counting(x, boxes=None):
+        calls.append(x.shape[0])
+        return forward(x, boxes)
+
+    model.forward = counting
+    try:
+        weights = tmp_path / "m.safetensors"
+        masam.save_weights(model, weights)
+        image = write_volume(tmp_path / "v_0000.nii.gz", phantom((20, 30, 30), seed=2)[0], (1.0, 1.0, 2.0))
+        predictor = Predictor(model, stride=MODES["fast"], batch_size=1)
+        result = predictor.predict(image)
+        assert sum(calls) == len(stack_centres(20, 5)) == 5
+        assert result.labels.shape == (20, 30, 30)
+    finally:
+        model.forward = forward
+    assert (
+        main(["predict", "-m", str(weights), "-i", str(image), "-o", str(tmp_path / "o"), "--mode", "fast", "--quiet"])
+        == 0
+    )
+    assert read_volume(tmp_path / "o" / "v.nii.gz").array.shape == (20, 30, 30)

@@ -24,6 +24,10 @@ from ..model.checkpoint import load_model, resolve_device
 from ..model.masam import MASAM
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Named prediction modes: slices between stack centres. "faithful" is the paper's (every slice the
+# centre of a stack); "fast" covers every slice with exactly one stack, five times fewer forward
+# passes (time and Dice against faithful: benchmarks/results/volume_modes.json).
+MODES = {"faithful": 1, "fast": 5}
 
 
 @dataclass
