@@ -9,13 +9,11 @@ included, as the computation does them).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from results_file import write_result  # the sibling module in benchmarks/
 
 from masam.model import ARCHS, ModelConfig, build_model
 
@@ -91,13 +89,8 @@ def main() -> None:
         "goal_fraction": 0.8,
         "original_fraction_reported": 0.45,
         "rows": rows,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "torch": torch.__version__,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

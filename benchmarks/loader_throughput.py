@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from results_file import write_result  # the sibling module in benchmarks/
 from torch.utils.data import DataLoader
 
 from masam.data import Normalization, StackAugmenter, StackDataset, load_dataset, preprocess_dataset
@@ -86,13 +85,8 @@ def main() -> None:
         "slices": 5,
         "augmentation": "StackAugmenter() defaults",
         "preprocess_s_3_cases_40x256x256": round(preprocess_s, 2),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "torch": torch.__version__,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

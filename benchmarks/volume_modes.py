@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import write_result  # the sibling module in benchmarks/
 
 from masam.data import read_label, read_volume
 from masam.demo import run_demo
@@ -105,10 +106,7 @@ def main() -> None:
         result = {"phantom": evaluate_modes(work / "demo" / "run", demo_cases, args.strides)}
         ct_run, ct_cases = shared_ct_model(work, args.ct_iterations)
         result["shared_ct"] = evaluate_modes(ct_run, ct_cases, args.strides)
-    result["torch"] = torch.__version__
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
