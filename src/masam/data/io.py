@@ -149,9 +149,8 @@ def read_frames(folder: str | os.PathLike, label: bool = False) -> Volume:
     for frame in frames:
         try:
             with Image.open(frame) as im:
-                arrays.append(
-                    np.asarray(im.convert("L" if label and im.mode not in ("I", "I;16") else ("I" if label else "RGB")))
-                )
+                mode = ("I" if im.mode in ("I", "I;16") else "L") if label else "RGB"
+                arrays.append(np.asarray(im.convert(mode)))
         except OSError as err:
             raise ImageReadError(f"{frame}: cannot be read as an image: {err}") from None
     shapes = {a.shape for a in arrays}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..data.io import Volume, read_volume
 from ..data.normalize import Normalization
-from ..data.slices import labels_from_slices, prepare_image, stack_indices
+from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..model.checkpoint import load_model, resolve_device
 from ..model.masam import MASAM
 
@@ -200,8 +200,8 @@ class Predictor:
             volume = read_volume(image)
         size = self.model.image_size
         slices, axis = prepare_image(volume, self.normalization, size)
-        n, _, _, _ = slices.shape
-        rows, cols = _in_plane_shape(volume, axis)
+        n = slices.shape[0]
+        rows, cols = to_slices(volume, axis)[0].shape[-2:]
         box_tensor = None
         if boxes:
             box_tensor = torch.full((n, 4), float("nan"))
@@ -231,11 +231,3 @@ class Predictor:
         if probabilities is not None and not volume.is_video:
             probabilities = np.moveaxis(probabilities, 1, 1 + axis)
         return Prediction(out_labels, volume, probabilities, axis)
-
-
-def _in_plane_shape(volume: Volume, axis: int) -> tuple[int, int]:
-    shape = volume.array.shape[:3]
-    if volume.is_video:
-        return shape[1], shape[2]
-    rest = [s for i, s in enumerate(shape) if i != axis]
-    return rest[0], rest[1]

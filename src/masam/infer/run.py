@@ -16,6 +16,8 @@ from ..data.io import (
     Volume,
     list_frames,
     read_label,
+    read_volume,
+    slice_axis,
     strip_suffix,
     write_label,
 )
@@ -105,9 +107,6 @@ def predict_inputs(
     progress: bool = False,
 ) -> PredictReport:
     """Predict every case; a bad case is reported and skipped, the others still finish."""
-    from ..data.io import read_volume
-    from ..data.io import slice_axis as choose_axis
-
     cases = find_inputs(inputs)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +125,7 @@ def predict_inputs(
     for name, path in iterator:
         try:
             volume = read_volume(path)
-            axis = choose_axis(volume)
+            axis = slice_axis(volume)
             boxes = None
             if boxes_from_labels_dir is not None:
                 ref_path = _find_label(Path(boxes_from_labels_dir), name, volume)

@@ -14,9 +14,6 @@ from .prompt_encoder import PromptEncoder
 if TYPE_CHECKING:
     from .build import ModelConfig
 
-# Name prefixes of the MA-SAM additions inside the image encoder; everything else there is SAM's.
-_ENCODER_ADDITIONS = ("image_encoder.fact.", ".attn.fact_q.", ".attn.fact_v.", ".adapter_attn.", ".adapter_mlp.")
-
 
 def parameter_group(name: str) -> str:
     """Which part of the model a parameter (or buffer) name belongs to."""

@@ -29,7 +29,7 @@ from ..eval.metrics import dice
 from ..fileio import atomic_path
 from ..infer.predictor import Predictor
 from ..model import ModelConfig, build_model
-from ..model.checkpoint import load_sam_weights, read_torch_file, resolve_device, save_weights
+from ..model.checkpoint import infer_arch, load_sam_weights, read_torch_file, resolve_device, save_weights
 from ..model.masam import MASAM
 from .config import TrainConfig
 from .losses import segmentation_loss
@@ -170,8 +170,6 @@ class Trainer:
         sam_state = read_torch_file(cfg.sam_checkpoint) if cfg.sam_checkpoint else None
         arch = cfg.arch
         if sam_state is not None:
-            from ..model.checkpoint import infer_arch
-
             arch = infer_arch(sam_state, cfg.sam_checkpoint)
         model_config = ModelConfig(
             arch=arch,
