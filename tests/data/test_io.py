@@ -90,3 +90,24 @@ def test_bad_labels_are_refused(tmp_path):
         read_label(moved, image)
     with pytest.raises(ImageReadError, match="frac.nii.gz: label values are not integers"):
         read_label(fraction, image)
+
+
+def test_label_frames_keep_their_class_indices(tmp_path):
+    from PIL import Image
+
+    from masam.data.io import read_frames
+
+    indices = np.zeros((6, 8), np.uint8)
+    indices[1:3, 2:5] = 1
+    indices[4:, 6:] = 2
+    palette_dir = tmp_path / "palette"
+    palette_dir.mkdir()
+    frame = Image.fromarray(indices, mode="P")
+    frame.putpalette([0, 0, 0, 255, 255, 255, 30, 30, 30] + [0] * (256 * 3 - 9))  # grey levels unlike 0, 1, 2
+    frame.save(palette_dir / "0.png")
+    assert np.array_equal(read_frames(palette_dir, label=True).array[0], indices)
+    colour_dir = tmp_path / "colour"
+    colour_dir.mkdir()
+    Image.fromarray(np.stack([indices * 100] * 3, -1)).save(colour_dir / "0.png")
+    with pytest.raises(ImageReadError, match="0.png: a label frame must hold class indices"):
+        read_frames(colour_dir, label=True)

@@ -149,8 +149,15 @@ def read_frames(folder: str | os.PathLike, label: bool = False) -> Volume:
     for frame in frames:
         try:
             with Image.open(frame) as im:
-                mode = ("I" if im.mode in ("I", "I;16") else "L") if label else "RGB"
-                arrays.append(np.asarray(im.convert(mode)))
+                if not label:
+                    arrays.append(np.asarray(im.convert("RGB")))
+                elif im.mode in ("P", "L", "1", "I", "I;16"):
+                    # the stored values are the class indices (for palette PNGs: the palette indices)
+                    arrays.append(np.asarray(im).astype(np.int32))
+                else:
+                    raise ImageReadError(
+                        f"{frame}: a label frame must hold class indices in one channel, not {im.mode}"
+                    )
         except OSError as err:
             raise ImageReadError(f"{frame}: cannot be read as an image: {err}") from None
     shapes = {a.shape for a in arrays}
