@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .allocator import configure_allocator
 from .data.dataset import DatasetError
 from .data.io import ImageReadError
 from .model.checkpoint import CheckpointError
@@ -122,7 +123,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(args.output, iterations=args.iterations, train_cases=args.cases, seed=args.seed)
+    run_demo(args.output, iterations=args.iterations, train_cases=args.cases, seed=args.seed, device=args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grad-checkpoint", action="store_const", const=True, default=None, help="recompute encoder blocks in backward"
     )
+    p.add_argument(
+        "--host-allocator",
+        choices=["auto", "reuse", "lean", "lean-forward"],
+        default=None,
+        help="host memory policy: lean returns large blocks to the system (less memory, slower), reuse keeps "
+        "them (faster), lean-forward is lean in the forward pass only (default auto: lean with "
+        "--grad-checkpoint, else lean-forward)",
+    )
     p.add_argument("--workers", type=int, default=None, help="data-loader workers per process (default 2)")
     p.add_argument("--device", default=None, help="cpu, cuda (default cpu)")
     p.add_argument("--save-every", type=int, default=None, help="steps between resumable states (default: each epoch)")
@@ -252,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=600, help="training steps (default 600)")
     p.add_argument("--cases", type=int, default=16, help="training cases to generate (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("params", help="print total and trainable parameters per part of a model")
@@ -265,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_allocator("reuse")
     try:
         code = args.func(args)
     except (CheckpointError, DatasetError, ImageReadError, TrainingError, ValueError, RuntimeError, OSError) as err:

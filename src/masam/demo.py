@@ -86,7 +86,12 @@ def write_phantom_dataset(root: Path, train_cases: int = 16, test_cases: int = 3
 
 
 def run_demo(
-    output: str | Path, iterations: int = 600, train_cases: int = 16, test_cases: int = 3, seed: int = 0
+    output: str | Path,
+    iterations: int = 600,
+    train_cases: int = 16,
+    test_cases: int = 3,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> float:
     """Phantom data -> training -> prediction -> evaluation. Returns the mean Dice."""
     from .eval import evaluate_folders, format_table, write_results
@@ -117,11 +122,12 @@ def run_demo(
         augment=False,
         workers=1,
         seed=seed,
+        device=device,
     )
-    print(f"[2/4] training vit_tiny from scratch for {iterations} steps on the CPU: {config.output}")
+    print(f"[2/4] training vit_tiny from scratch for {iterations} steps on {device}: {config.output}")
     Trainer(config).run()
     print("[3/4] predicting the held-out cases")
-    predictor = Predictor.from_files(out / "run", batch_size=8)
+    predictor = Predictor.from_files(out / "run", batch_size=8, device=device)
     report = predict_inputs(predictor, dataset / "imagesTs", out / "predictions", overlays=True)
     if report.failed:
         raise RuntimeError(f"prediction failed: {report.failed}")

@@ -207,10 +207,12 @@ def test_paper_preset_box_prompts_and_the_readme_predict_options(dataset, tmp_pa
 def test_bf16_accumulation_and_gradient_checkpointing_train_and_predict(dataset, tmp_path):
     run = tmp_path / "bf16"
     extra = ["--precision", "bf16", "--accumulate", "2", "--grad-checkpoint", "--iterations", "2", "--batch-size", "1"]
+    extra += ["--host-allocator", "lean-forward"]
     assert main(["train", "-d", str(dataset), "-o", str(run), *TINY, *extra, "--val-every", "0"]) == 0
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
-    assert json.loads((run / "config.json").read_text())["train"]["grad_checkpoint"] is True
+    stored = json.loads((run / "config.json").read_text())["train"]
+    assert stored["grad_checkpoint"] is True and stored["host_allocator"] == "lean-forward"
     image = dataset / "imagesTr" / "case00_0000.nii.gz"
     assert (
         main(["predict", "-m", str(run), "-i", str(image), "-o", str(tmp_path / "p"), "--precision", "bf16", "--quiet"])

@@ -2,7 +2,7 @@
 
 from .config import PAPER_PRESET, TrainConfig
 from .losses import segmentation_loss, soft_dice_loss
-from .trainer import Interrupted, Trainer, TrainingError, lr_at
+from .trainer import Interrupted, Trainer, TrainingError, lr_at, training_loss
 
 __all__ = [
     "PAPER_PRESET",
@@ -13,4 +13,5 @@ __all__ = [
     "lr_at",
     "segmentation_loss",
     "soft_dice_loss",
+    "training_loss",
 ]

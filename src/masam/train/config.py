@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 1234
     precision: str = "fp32"  # fp32 | bf16 | fp16
     grad_checkpoint: bool = False
+    host_allocator: str = "auto"  # see masam.allocator.training_policy
     workers: int = 2
     device: str = "cpu"
     save_every: int = 0  # optimizer steps between resumable states; 0 = at the end of each epoch

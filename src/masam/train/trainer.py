@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from ..allocator import configure_allocator, training_policy
 from ..data import Normalization, StackAugmenter, StackDataset, load_dataset, preprocess_dataset, split_cases
 from ..data.io import read_label
 from ..eval.metrics import dice
@@ -92,6 +93,23 @@ def boxes_for_training(label: torch.Tensor, generator: torch.Generator, jitter: 
             box[1::2] = box[1::2].clamp(0, h - 1)
             boxes[i, j] = box
     return boxes
+
+
+def training_loss(
+    net: torch.nn.Module,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    boxes: torch.Tensor | None,
+    dtype: torch.dtype | None,
+    dice_weight: float = 0.8,
+    include_background: bool = True,
+    reduce_sums=None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, CE, Dice) of one micro-batch: the forward pass under autocast to ``dtype`` (None:
+    float32), the loss in float32. ``image`` ``[B, D, 3, S, S]``, ``label`` ``[B, D, S, S]``."""
+    with torch.autocast(image.device.type, dtype=dtype, enabled=dtype is not None):
+        out = net(image, boxes)
+    return segmentation_loss(out["logits"].float(), label, dice_weight, include_background, reduce_sums)
 
 
 def _rng_state() -> dict:
@@ -310,6 +328,7 @@ class Trainer:
         total_steps = cfg.iterations if cfg.iterations else cfg.epochs * steps_per_epoch
         stop_steps = cfg.iterations if cfg.iterations else last_epoch * steps_per_epoch
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        forward_memory, backward_memory = training_policy(cfg.host_allocator, cfg.grad_checkpoint)
 
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         bar = None
@@ -355,11 +374,11 @@ class Trainer:
                     last_in_step = pending == cfg.accumulate or self.batch_in_epoch == batches_per_epoch
                     sync = self.distributed and not last_in_step
                     with net.no_sync() if sync else contextlib.nullcontext():
-                        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                            out = net(image, boxes)
-                        loss, ce, dl = segmentation_loss(
-                            out["logits"].float(), label, cfg.dice_weight, cfg.include_background, reduce_sums
+                        configure_allocator(forward_memory)
+                        loss, ce, dl = training_loss(
+                            net, image, label, boxes, dtype, cfg.dice_weight, cfg.include_background, reduce_sums
                         )
+                        configure_allocator(backward_memory)
                         if not torch.isfinite(loss):
                             raise TrainingError(
                                 f"loss became {loss.item()} at step {self.step}; stopped. The last good checkpoint "
