@@ -61,8 +61,18 @@ def test_aggregation_equals_the_original_test_loop(model, batch_size):
 
 def test_stride_still_covers_every_slice(model):
     assert stack_centres(10, 1) == list(range(10))
-    assert stack_centres(10, 3) == [0, 3, 6, 9]
-    assert stack_centres(11, 5) == [0, 5, 10]
+    assert stack_centres(10, 3) == [2, 5, 7]
+    assert stack_centres(11, 5) == [2, 7, 8]
+    assert stack_centres(10, 5) == [2, 7]
+    assert stack_centres(3, 5) == [2] and stack_centres(1, 5) == [0]
+    for n in range(1, 40):
+        for stride in range(2, 6):
+            centres = stack_centres(n, stride)
+            covered = {c + o for c in centres for o in range(-2, 3)}
+            assert set(range(n)) <= covered, (n, stride)
+            if n >= 5:  # every stack lies inside the volume
+                assert min(centres) >= 2 and max(centres) <= n - 3, (n, stride)
+            assert len(centres) == max(1, -(-(n - 5) // stride) + 1), (n, stride)
     slices = torch.rand(11, 1, 64, 64)
     out = dict(Predictor(model, stride=4).slice_probabilities(slices))
     assert sorted(out) == list(range(11))
@@ -171,10 +181,10 @@ def test_predict_command_keeps_going_past_a_bad_case(model, tmp_path, capsys):
     assert "outside the 30x30 slice" in capsys.readouterr().err
 
 
-def test_fast_mode_runs_a_fifth_of_the_stacks_and_covers_every_slice(model, tmp_path):
+def test_fast_mode_tiles_the_volume_with_a_fifth_of_the_stacks(model, tmp_path):
     from masam.infer.predictor import MODES
 
-    assert len(stack_centres(150, MODES["fast"])) == 31 and len(stack_centres(150, MODES["faithful"])) == 150
+    assert len(stack_centres(150, MODES["fast"])) == 30 and len(stack_centres(150, MODES["faithful"])) == 150
     calls = []
     forward = model.forward
 
@@ -189,7 +199,7 @@ def test_fast_mode_runs_a_fifth_of_the_stacks_and_covers_every_slice(model, tmp_
         image = write_volume(tmp_path / "v_0000.nii.gz", phantom((20, 30, 30), seed=2)[0], (1.0, 1.0, 2.0))
         predictor = Predictor(model, stride=MODES["fast"], batch_size=1)
         result = predictor.predict(image)
-        assert sum(calls) == len(stack_centres(20, 5)) == 5
+        assert sum(calls) == len(stack_centres(20, 5)) == 4
         assert result.labels.shape == (20, 30, 30)
     finally:
         model.forward = forward

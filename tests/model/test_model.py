@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from masam.model import ModelConfig, build_model, count_parameters
-from masam.model.image_encoder import Adapter3D
+from masam.model import ModelConfig, build_model, count_parameters, image_encoder
+from masam.model.image_encoder import Adapter3D, Attention, FacTFactors, relative_position_index
 from masam.model.masam import parameter_group
 
 
@@ -71,6 +71,55 @@ def test_folded_fact_in_eval_equals_unfolded_fact_in_training():
         folded = model.eval()(x)["logits"]
         unfolded = model.train()(x)["logits"]
     assert torch.allclose(folded, unfolded, atol=1e-5, rtol=1e-4)
+
+
+def sam_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    """SAM's global attention written out: materialised scores plus the decomposed relative
+    position, softmax, values, projection (no FacT: its factors are zero here)."""
+    n, h, w, c = x.shape
+    heads, d = attn.num_heads, c // attn.num_heads
+    q, k, v = F.linear(x, attn.qkv.weight, attn.qkv.bias).reshape(n, h * w, 3, heads, d).permute(2, 0, 3, 1, 4)
+    rh = attn.rel_pos_h[relative_position_index(h)]
+    rw = attn.rel_pos_w[relative_position_index(w)]
+    q_grid = q.reshape(n, heads, h, w, d)
+    rel = (
+        torch.einsum("nghwc,hkc->nghwk", q_grid, rh)[..., :, None]
+        + torch.einsum("nghwc,wkc->nghwk", q_grid, rw)[..., None, :]
+    )
+    scores = (q * d**-0.5) @ k.transpose(-1, -2) + rel.reshape(n, heads, h * w, h * w)
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(n, h, w, c)
+    return attn.proj(out)
+
+
+@pytest.mark.parametrize("bias_bytes", [2**28, 170_000, 1_000])  # one bias for all, one per image, none
+@pytest.mark.parametrize("window", [0, 4])
+def test_attention_paths_with_and_without_autograd_agree(window, bias_bytes, monkeypatch):
+    """Inference adds the relative position as an SDPA bias, built for as many images at a time
+    as BIAS_BYTES allows, or as extra q/k columns where one image's bias is larger; training always
+    uses the columns. All must be SAM's attention, windowed with padding (10 is not a multiple of
+    4) or global, and the columns path must give SAM's gradients."""
+    monkeypatch.setattr(image_encoder, "BIAS_BYTES", bias_bytes)
+    torch.manual_seed(0)
+    size = (window or 10, window or 10)
+    attn, fact = Attention(32, 4, size, rank=4, window_size=window), FacTFactors(32, 4)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(std=0.3)
+    attn.eval()
+    x = torch.randn(2, 10, 10, 32)
+    with torch.no_grad():
+        bias_path = attn(x, fact)
+    x_grad = x.clone().requires_grad_()
+    columns_path = attn(x_grad, fact)
+    assert torch.allclose(bias_path, columns_path, atol=1e-5, rtol=1e-4)
+    if window == 0:
+        x_ref = x.clone().requires_grad_()
+        reference = sam_attention(attn, x_ref)
+        assert torch.allclose(bias_path, reference, atol=1e-5, rtol=1e-4)
+        weights = torch.randn_like(reference)
+        (columns_path * weights).sum().backward()
+        (reference * weights).sum().backward()
+        assert torch.allclose(x_grad.grad, x_ref.grad, atol=1e-5, rtol=1e-4)
 
 
 def test_fact_scale_multiplies_the_delta():

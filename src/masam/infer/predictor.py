@@ -25,8 +25,8 @@ from ..model.masam import MASAM
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Named prediction modes: slices between stack centres. "faithful" is the paper's (every slice the
-# centre of a stack); "fast" covers every slice with exactly one stack, five times fewer forward
-# passes (time and Dice against faithful: benchmarks/results/volume_modes.json).
+# centre of a stack); "fast" tiles the volume with stacks, five times fewer forward passes (time
+# and Dice against faithful: benchmarks/results/volume_modes.json).
 MODES = {"faithful": 1, "fast": 5}
 
 
@@ -53,12 +53,22 @@ def find_weights(model_path: str | os.PathLike) -> Path:
 
 
 def stack_centres(num_slices: int, stride: int = 1, depth: int = 5) -> list[int]:
-    """Stack centres every ``stride`` slices, plus the last slice, so that every slice is covered."""
+    """Centres of the stacks that cover a volume.
+
+    ``stride`` 1 is the paper's: every slice is the centre of a stack, with the end slices repeated
+    past the volume. A larger stride puts the stacks ``stride`` slices apart, the first and last
+    flush with the volume's ends, so that every slice is covered and no stack reads a repeated
+    slice; stride ``depth`` tiles the volume with ``ceil(num_slices / depth)`` stacks.
+    """
     if stride < 1 or stride > depth:
         raise ValueError(f"stride must be between 1 and the stack depth ({depth}), got {stride}")
-    centres = list(range(0, num_slices, stride))
-    if centres[-1] != num_slices - 1:
-        centres.append(num_slices - 1)
+    if stride == 1:
+        return list(range(num_slices))
+    half = depth // 2
+    last = max(num_slices - 1 - half, 0)
+    centres = [min(half, num_slices - 1)]
+    while centres[-1] + half < num_slices - 1:
+        centres.append(min(centres[-1] + stride, last))
     return centres
 
 
@@ -142,13 +152,17 @@ class Predictor:
     def slice_probabilities(
         self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """Averaged probabilities of each slice, in order: yields ``(index, [K+1, S, S])``.
+        """Averaged probabilities of each slice, in order: yields ``(index, [K+1, S, S])`` on the
+        predictor's device.
 
         ``slices``: ``[N, C, S, S]`` normalised, model-sized; ``boxes``: ``[N, 4]`` in model pixels
         (NaN rows: no box) or None.
         """
         n = slices.shape[0]
         half = self.depth // 2
+        # Stacks are cut and probabilities summed where the model runs: on a GPU only the label
+        # maps (and probabilities when asked for) come back to the host.
+        slices = slices.to(self.device)
         sums: dict[int, torch.Tensor] = {}
         counts: dict[int, int] = {}
         centres = stack_centres(n, self.stride, self.depth)
@@ -157,12 +171,12 @@ class Predictor:
         while start < len(centres):
             # batch_size may shrink inside _forward (out of memory): always advance by what ran
             batch = centres[start : start + self.batch_size]
-            idx = np.stack([stack_indices(n, c, self.depth) for c in batch])  # [B, D]
-            stacks = slices[torch.from_numpy(idx)]
+            idx = torch.from_numpy(np.stack([stack_indices(n, c, self.depth) for c in batch]))  # [B, D]
+            stacks = slices[idx.to(self.device)]
             if stacks.shape[2] == 1:
                 stacks = stacks.expand(-1, -1, 3, -1, -1)
-            stack_boxes = None if boxes is None else boxes[torch.from_numpy(idx)]
-            probs = self._forward(stacks.float(), stack_boxes).cpu()
+            stack_boxes = None if boxes is None else boxes[idx]
+            probs = self._forward(stacks.float(), stack_boxes)
             for b, centre in enumerate(batch):
                 for pos in range(self.depth):
                     target = centre - half + pos
@@ -222,9 +236,9 @@ class Predictor:
         for index, probs in self.slice_probabilities(slices, box_tensor, bar):
             if (rows, cols) != (size, size):
                 probs = F.interpolate(probs[None], size=(rows, cols), mode="bilinear", align_corners=False)[0]
-            labels[index] = probs.argmax(0).numpy().astype(np.uint8)
+            labels[index] = probs.argmax(0).to(torch.uint8).cpu().numpy()
             if probabilities is not None:
-                probabilities[:, index] = probs.numpy().astype(np.float16)
+                probabilities[:, index] = probs.to(torch.float16).cpu().numpy()
         if bar is not None:
             bar.close()
         out_labels = labels_from_slices(labels, axis, volume.is_video)

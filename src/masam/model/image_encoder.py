@@ -66,20 +66,27 @@ def relative_position_index(size: int, device: torch.device | None = None) -> to
     return pos[:, None] - pos[None, :] + (size - 1)
 
 
+# Largest additive attention bias built at once in inference. One 5-slice stack of vit_b at 512²
+# needs 252 MB per global block; at 1024² one slice alone needs 805 MB, and the bias-free path
+# (extra q/k columns) is used instead.
+BIAS_BYTES = 2**28
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with decomposed relative position and FacT deltas on q and v,
     windowed or global.
 
-    ``x``: ``[N, H, W, C]`` -> ``[N, H, W, C]``. Two rewrites keep SAM's arithmetic while skipping
+    ``x``: ``[N, H, W, C]`` -> ``[N, H, W, C]``. Rewrites that keep SAM's arithmetic while skipping
     work:
 
     * windows: qkv is computed on the real tokens only and the padding is filled with the qkv bias
       (what a zero-padded token gives); the output projection runs after the windows are merged,
       so padded tokens never go through it;
-    * relative position: ``q . Rh[qh, kh] + q . Rw[qw, kw]`` is a dot product of a per-query
-      vector ``[rel_h, rel_w]`` with a per-key one-hot of (row, column), so it rides along inside
-      ``scaled_dot_product_attention``'s own ``q k^T`` (q and k get ``H + W`` extra columns,
-      v zero columns) instead of a materialised ``[N, heads, HW, HW]`` bias.
+    * FacT is folded into the qkv weight outside training (no dropout, so the delta is linear);
+    * relative position: without autograd, an additive bias inside
+      ``scaled_dot_product_attention`` with q, k, v as strided views of qkv; with autograd, extra
+      q/k columns (see :func:`_attention_position_columns`), because the fused kernels do not
+      differentiate a mask and the unfused one would materialise every attention matrix.
     """
 
     def __init__(
@@ -129,17 +136,26 @@ class Attention(nn.Module):
         n, h, w, c3 = qkv.shape
         heads = self.num_heads
         head_dim = c3 // 3 // heads
-        q, k, v = qkv.reshape(n, h * w, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = qkv.reshape(n, h * w, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # views
         q_grid = q.reshape(n, heads, h, w, head_dim)
         rel_h = torch.einsum("nghwc,hkc->nghwk", q_grid, self.rel_pos_h[relative_position_index(h, qkv.device)])
         rel_w = torch.einsum("nghwc,wkc->nghwk", q_grid, self.rel_pos_w[relative_position_index(w, qkv.device)])
-        rel = torch.cat([rel_h, rel_w], dim=-1).reshape(n, heads, h * w, h + w)
-        key_pos = _key_position_onehot(h, w, qkv.device, k.dtype).expand(n, heads, -1, -1)
-        q = torch.cat([q * head_dim**-0.5, rel.to(q.dtype)], dim=-1)
-        k = torch.cat([k, key_pos], dim=-1)
-        v = F.pad(v, (0, h + w))
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., :head_dim]
-        return out.transpose(1, 2).reshape(n, h, w, heads * head_dim)
+        bias_bytes = heads * (h * w) ** 2 * qkv.element_size()  # per image
+        if qkv.requires_grad or bias_bytes > BIAS_BYTES:
+            out = _attention_position_columns(q, k, v, rel_h, rel_w).transpose(1, 2)
+        else:
+            # Without autograd a [n, heads, hw, hw] bias is cheaper than the extra columns: SDPA
+            # reads it once, and q, k, v stay strided views of qkv (no copies). It is built for a
+            # few images at a time, so that it stays within BIAS_BYTES.
+            parts = []
+            step = BIAS_BYTES // bias_bytes
+            for i in range(0, n, step):
+                j = min(i + step, n)
+                bias = (rel_h[i:j, ..., :, None] + rel_w[i:j, ..., None, :]).reshape(j - i, heads, h * w, h * w)
+                o = F.scaled_dot_product_attention(q[i:j], k[i:j], v[i:j], attn_mask=bias.to(q.dtype))
+                parts.append(o.transpose(1, 2))  # SDPA's output is laid out [n, hw, heads, d]
+            out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out.reshape(n, h, w, heads * head_dim)
 
     def forward(self, x: torch.Tensor, fact: FacTFactors) -> torch.Tensor:
         qkv = self._qkv(x, fact)
@@ -158,11 +174,31 @@ class Attention(nn.Module):
         return self.proj(out)
 
 
-def _key_position_onehot(h: int, w: int, device, dtype) -> torch.Tensor:
-    """``[h*w, h + w]``: for key (row r, column c), ones at r and at h + c."""
-    rows = torch.eye(h, device=device, dtype=dtype)[:, None, :].expand(h, w, h)
-    cols = torch.eye(w, device=device, dtype=dtype)[None, :, :].expand(h, w, w)
-    return torch.cat([rows, cols], dim=-1).reshape(h * w, h + w)
+def _attention_position_columns(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+) -> torch.Tensor:
+    """Attention with the decomposed relative position carried as extra q/k columns.
+
+    ``q . Rh[qh, kh] + q . Rw[qw, kw]`` is the dot product of the query's ``[rel_h, rel_w]`` with
+    the key's one-hot (row, column), so it rides along inside SDPA's own ``q k^T``. Autograd then
+    goes through the fused attention kernels, which do not differentiate an additive mask. The
+    column count is padded to a multiple of 8, which CUDA's fused kernels need.
+
+    ``q, k, v``: ``[N, heads, h*w, d]``; ``rel_h``: ``[N, heads, h, w, h]``; ``rel_w``:
+    ``[N, heads, h, w, w]`` -> ``[N, heads, h*w, d]``.
+    """
+    n, heads, hw, head_dim = q.shape
+    h, w = rel_h.shape[-1], rel_w.shape[-1]
+    extra = -(-(head_dim + h + w) // 8) * 8 - head_dim
+    rel = torch.cat([rel_h, rel_w], dim=-1).reshape(n, heads, hw, h + w)
+    rows = torch.eye(h, device=q.device, dtype=k.dtype)[:, None, :].expand(h, w, h)
+    cols = torch.eye(w, device=q.device, dtype=k.dtype)[None, :, :].expand(h, w, w)
+    key_pos = torch.cat([rows, cols], dim=-1).reshape(hw, h + w).expand(n, heads, -1, -1)
+    pad = (0, extra - h - w)
+    q = torch.cat([q * head_dim**-0.5, F.pad(rel.to(q.dtype), pad)], dim=-1)
+    k = torch.cat([k, F.pad(key_pos, pad)], dim=-1)
+    v = F.pad(v, (0, extra))
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., :head_dim]
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
