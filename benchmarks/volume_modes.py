@@ -18,18 +18,23 @@ import numpy as np
 import torch
 from results_file import write_result  # the sibling module in benchmarks/
 
+from masam.allocator import configure_allocator
 from masam.data import read_label, read_volume
 from masam.demo import run_demo
 from masam.eval import dice
 from masam.infer import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_CT = ROOT.parent / "shared" / "data" / "totalsegmentator"
 
 
-def shared_ct_model(work: Path, iterations: int) -> tuple[Path, list[tuple[Path, Path]]]:
+def shared_ct_model(
+    work: Path, iterations: int, device: str = "cpu", folder: Path = SHARED_CT
+) -> tuple[Path, list[tuple[Path, Path]]]:
     from masam.cli import main
 
-    folder = ROOT.parent / "shared" / "data" / "totalsegmentator"
+    folder = Path(folder).resolve()
+
     data = work / "SharedCT"
     (data / "imagesTr").mkdir(parents=True)
     (data / "labelsTr").mkdir()
@@ -62,15 +67,22 @@ def shared_ct_model(work: Path, iterations: int) -> tuple[Path, list[tuple[Path,
         "--workers",
         "1",
         "--quiet",
+        "--device",
+        device,
     ]
     assert main(args) == 0
     return work / "ct_run", [(data / "imagesTr" / "ct0_0000.nii.gz", data / "labelsTr" / "ct0.nii.gz")]
 
 
-def evaluate_modes(run: Path, cases: list[tuple[Path, Path]], strides: list[int]) -> list[dict]:
+def evaluate_modes(
+    run: Path, cases: list[tuple[Path, Path]], settings: list[tuple[int, str]], device: str
+) -> list[dict]:
+    """Time per volume and mean foreground Dice for each (stride, precision); the first setting is
+    the reference (faithful: stride 1, float32)."""
     rows = []
-    for stride in strides:
-        predictor = Predictor.from_files(run, batch_size=4, stride=stride)
+    for stride, precision in settings:
+        predictor = Predictor.from_files(run, batch_size=4, stride=stride, precision=precision, device=device)
+        predictor.predict(read_volume(cases[0][0]))  # warm-up
         seconds, scores = 0.0, []
         for image, label in cases:
             volume = read_volume(image)
@@ -80,7 +92,14 @@ def evaluate_modes(run: Path, cases: list[tuple[Path, Path]], strides: list[int]
             reference = read_label(label, volume).array
             classes = [c for c in np.unique(reference) if c > 0]
             scores.append(np.mean([dice(result.labels == c, reference == c) for c in classes]))
-        rows.append({"stride": stride, "seconds_per_volume": seconds / len(cases), "mean_dice": float(np.mean(scores))})
+        rows.append(
+            {
+                "stride": stride,
+                "precision": precision,
+                "seconds_per_volume": seconds / len(cases),
+                "mean_dice": float(np.mean(scores)),
+            }
+        )
     faithful = rows[0]
     for row in rows:
         row["speed_up"] = round(faithful["seconds_per_volume"] / row["seconds_per_volume"], 2)
@@ -95,17 +114,29 @@ def main() -> None:
     parser.add_argument("--strides", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="strides to compare")
     parser.add_argument("--demo-iterations", type=int, default=600, help="training steps of the phantom model")
     parser.add_argument("--ct-iterations", type=int, default=300, help="training steps of the shared-CT model")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--ct-folder", type=Path, default=SHARED_CT, help="folder with example_ct_sm.nii.gz and example_seg.nii.gz"
+    )
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32"], help="precisions to compare, each at every stride (default fp32)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "volume_modes.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
+    configure_allocator("reuse")  # as masam predict
+    settings = [(1, "fp32")] + [(s, p) for p in args.precisions for s in args.strides if (s, p) != (1, "fp32")]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        run_demo(work / "demo", iterations=args.demo_iterations)
+        run_demo(work / "demo", iterations=args.demo_iterations, device=args.device)
         test = sorted((work / "demo" / "dataset" / "imagesTs").glob("*_0000.nii.gz"))
         demo_cases = [(p, work / "demo" / "dataset" / "labelsTs" / p.name.replace("_0000", "")) for p in test]
-        result = {"phantom": evaluate_modes(work / "demo" / "run", demo_cases, args.strides)}
-        ct_run, ct_cases = shared_ct_model(work, args.ct_iterations)
-        result["shared_ct"] = evaluate_modes(ct_run, ct_cases, args.strides)
+        result = {
+            "device": args.device,
+            "phantom": evaluate_modes(work / "demo" / "run", demo_cases, settings, args.device),
+        }
+        ct_run, ct_cases = shared_ct_model(work, args.ct_iterations, args.device, args.ct_folder)
+        result["shared_ct"] = evaluate_modes(ct_run, ct_cases, settings, args.device)
     write_result(args.out, result)
 
 

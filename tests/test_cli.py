@@ -98,3 +98,29 @@ def test_loader_benchmark_script_runs_and_writes_its_json(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
     assert result["stacks"] == 6 and result["stacks_per_s"] > 0 and result["image_size"] == 64
+
+
+def test_issue_7_benchmark_scripts_run_and_write_their_json(tmp_path):
+    """The training-step and volume-scaling benchmarks, at toy sizes (the real runs take minutes)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    step = tmp_path / "step.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "training_step.py"), "--archs", "vit_tiny", "--image-size", "64"]
+    cmd += ["--settings", "fp32", "fp32-ckpt", "--out", str(step)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    rows = json.loads(step.read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["fp32", "fp32-ckpt"]
+    assert all(r["loss_finite"] and r["peak_rss_gib"] > 0 and r["seconds_per_step"] > 0 for r in rows)
+    assert rows[1]["host_allocator"] == {"forward": "lean", "backward": "lean"}
+
+    scaling = tmp_path / "scaling.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "volume_scaling.py"), "--arch", "vit_tiny", "--modes", "fast"]
+    cmd += ["--slices", "5", "10", "--slice-size", "32", "--sizes", "32", "64", "--out", str(scaling)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    fast = json.loads(scaling.read_text())["fast"]
+    assert [p["slices"] for p in fast["by_slices"]["points"]] == [5, 10]
+    assert [p["image_size"] for p in fast["by_image_size"]["points"]] == [32, 64]
