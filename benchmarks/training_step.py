@@ -33,18 +33,20 @@ from pathlib import Path
 import torch
 from results_file import write_result  # the sibling module in benchmarks/
 
+from masam.allocator import TRAINING_POLICIES
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def run_setting(
     arch: str, setting: str, batch: int, size: int, steps: int, device: str, classes: int, allocator: str = "auto"
 ) -> dict:
-    from masam.allocator import configure_allocator, training_policy
+    from masam.allocator import training_policy
     from masam.model import ModelConfig, build_model
     from masam.train import training_loss
 
     precision, *flags = setting.split("-")
-    forward_memory, backward_memory = training_policy(allocator, "ckpt" in flags)  # as `masam train`
+    host_memory = training_policy(allocator, "ckpt" in flags)  # as `masam train`
     dtype = PRECISIONS[precision]
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch, size, num_classes=classes)).to(device)
@@ -64,9 +66,7 @@ def run_setting(
 
     def step() -> float:
         with attention():
-            configure_allocator(forward_memory)
-            loss, _, _ = training_loss(model, image, label, None, dtype)
-            configure_allocator(backward_memory)
+            loss, _, _ = training_loss(model, image, label, None, dtype, host_memory=host_memory)
             (scaler.scale(loss) if scaler else loss).backward()
         if scaler:
             scaler.step(optimizer)
@@ -93,7 +93,7 @@ def run_setting(
         "setting": setting,
         "batch_stacks": batch,
         "image_size": size,
-        "host_allocator": {"forward": forward_memory, "backward": backward_memory},
+        "host_allocator": dict(zip(("forward", "backward"), host_memory)),
         "seconds_per_step": round(seconds, 3),
         "stacks_per_s": round(batch / seconds, 3),
         "loss_finite": bool(torch.isfinite(torch.tensor(loss))),
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "training_step.json"))
     parser.add_argument(
         "--allocator",
-        choices=["auto", "reuse", "lean", "lean-forward"],
+        choices=["auto", *TRAINING_POLICIES],
         default="auto",
         help="host allocator policy, as masam train --host-allocator (default auto)",
     )

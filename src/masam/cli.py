@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .allocator import configure_allocator
+from .allocator import TRAINING_POLICIES, configure_allocator
 from .data.dataset import DatasetError
 from .data.io import ImageReadError
 from .model.checkpoint import CheckpointError
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--host-allocator",
-        choices=["auto", "reuse", "lean", "lean-forward"],
+        choices=["auto", *TRAINING_POLICIES],
         default=None,
         help="host memory policy: lean returns large blocks to the system (less memory, slower), reuse keeps "
         "them (faster), lean-forward is lean in the forward pass only (default auto: lean with "

@@ -104,12 +104,20 @@ def training_loss(
     dice_weight: float = 0.8,
     include_background: bool = True,
     reduce_sums=None,
+    host_memory: tuple[str, str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, CE, Dice) of one micro-batch: the forward pass under autocast to ``dtype`` (None:
-    float32), the loss in float32. ``image`` ``[B, D, 3, S, S]``, ``label`` ``[B, D, S, S]``."""
+    float32), the loss in float32. ``image`` ``[B, D, 3, S, S]``, ``label`` ``[B, D, S, S]``.
+    ``host_memory``: (forward, backward) allocator modes from :func:`training_policy`; the forward
+    one is applied for this pass and the backward one is left in place for ``loss.backward()``."""
+    if host_memory is not None:
+        configure_allocator(host_memory[0])
     with torch.autocast(image.device.type, dtype=dtype, enabled=dtype is not None):
         out = net(image, boxes)
-    return segmentation_loss(out["logits"].float(), label, dice_weight, include_background, reduce_sums)
+    losses = segmentation_loss(out["logits"].float(), label, dice_weight, include_background, reduce_sums)
+    if host_memory is not None:
+        configure_allocator(host_memory[1])
+    return losses
 
 
 def _rng_state() -> dict:
@@ -328,7 +336,7 @@ class Trainer:
         total_steps = cfg.iterations if cfg.iterations else cfg.epochs * steps_per_epoch
         stop_steps = cfg.iterations if cfg.iterations else last_epoch * steps_per_epoch
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-        forward_memory, backward_memory = training_policy(cfg.host_allocator, cfg.grad_checkpoint)
+        host_memory = training_policy(cfg.host_allocator, cfg.grad_checkpoint)
 
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         bar = None
@@ -374,11 +382,10 @@ class Trainer:
                     last_in_step = pending == cfg.accumulate or self.batch_in_epoch == batches_per_epoch
                     sync = self.distributed and not last_in_step
                     with net.no_sync() if sync else contextlib.nullcontext():
-                        configure_allocator(forward_memory)
                         loss, ce, dl = training_loss(
-                            net, image, label, boxes, dtype, cfg.dice_weight, cfg.include_background, reduce_sums
-                        )
-                        configure_allocator(backward_memory)
+                            net, image, label, boxes, dtype, cfg.dice_weight, cfg.include_background, reduce_sums,
+                            host_memory,
+                        )  # fmt: skip
                         if not torch.isfinite(loss):
                             raise TrainingError(
                                 f"loss became {loss.item()} at step {self.step}; stopped. The last good checkpoint "
