@@ -8,6 +8,8 @@ a 5-slice stack at 512²):
 * ``"reuse"`` (prediction, training without checkpointing): no ``mmap``, no trimming, so freed
   blocks stay in the process and the next pass reuses them. An encoder pass no longer takes
   ~1.2 million page faults; it was 11.0 s against 16.3 s in one back-to-back comparison.
+  Small allocations sometimes split a freed block, so the heap grows during the first few passes
+  before it settles (a vit_b encoder at 256²: 0.94 GiB after one pass, 0.98 GiB from the third on).
 * ``"lean"`` (training with gradient checkpointing, whose point is memory): every block of 8 MiB
   or more gets its own ``mmap`` and goes back to the system when freed. With checkpointing the
   encoder keeps one 15.7 MiB block input per layer; in a heap these pin the space between them,
