@@ -122,6 +122,18 @@ def test_attention_paths_with_and_without_autograd_agree(window, bias_bytes, mon
         assert torch.allclose(x_grad.grad, x_ref.grad, atol=1e-5, rtol=1e-4)
 
 
+def test_residual_stream_is_channels_last_in_memory_through_every_block():
+    """The patch embedding's permuted output used to set the layout of the whole residual stream
+    (adds keep their first input's strides): every LayerNorm and linear then copied it first."""
+    model = tiny().eval()
+    seen = []
+    for block in model.image_encoder.blocks:
+        block.register_forward_hook(lambda _, args, out: seen.append((args[0].is_contiguous(), out.is_contiguous())))
+    with torch.no_grad():
+        model(torch.rand(1, 5, 3, 64, 64))
+    assert seen == [(True, True)] * len(model.image_encoder.blocks)
+
+
 def test_fact_scale_multiplies_the_delta():
     model = randomise(tiny(fact_dropout=0.0)).eval()
     x = torch.rand(2, 64, 64, 96)

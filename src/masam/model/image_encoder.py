@@ -140,6 +140,9 @@ class Attention(nn.Module):
         q_grid = q.reshape(n, heads, h, w, head_dim)
         rel_h = torch.einsum("nghwc,hkc->nghwk", q_grid, self.rel_pos_h[relative_position_index(h, qkv.device)])
         rel_w = torch.einsum("nghwc,wkc->nghwk", q_grid, self.rel_pos_w[relative_position_index(w, qkv.device)])
+        # einsum hands back permuted layouts; a broadcast sum of those would be laid out the same
+        # way and need a full copy of the bias to become [n, heads, hw, hw]
+        rel_h, rel_w = rel_h.contiguous(), rel_w.contiguous()
         bias_bytes = heads * (h * w) ** 2 * qkv.element_size()  # per image
         if qkv.requires_grad or bias_bytes > BIAS_BYTES:
             out = _attention_position_columns(q, k, v, rel_h, rel_w).transpose(1, 2)
@@ -269,7 +272,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        # contiguous: the residual stream inherits this layout through every block, and a
+        # channels-first one costs a copy before each LayerNorm and slow strided adds
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
 class ImageEncoderViT3D(nn.Module):
