@@ -140,16 +140,15 @@ class Attention(nn.Module):
         q_grid = q.reshape(n, heads, h, w, head_dim)
         rel_h = torch.einsum("nghwc,hkc->nghwk", q_grid, self.rel_pos_h[relative_position_index(h, qkv.device)])
         rel_w = torch.einsum("nghwc,wkc->nghwk", q_grid, self.rel_pos_w[relative_position_index(w, qkv.device)])
-        # einsum hands back permuted layouts; a broadcast sum of those would be laid out the same
-        # way and need a full copy of the bias to become [n, heads, hw, hw]
-        rel_h, rel_w = rel_h.contiguous(), rel_w.contiguous()
         bias_bytes = heads * (h * w) ** 2 * qkv.element_size()  # per image
         if qkv.requires_grad or bias_bytes > BIAS_BYTES:
             out = _attention_position_columns(q, k, v, rel_h, rel_w).transpose(1, 2)
         else:
             # Without autograd a [n, heads, hw, hw] bias is cheaper than the extra columns: SDPA
             # reads it once, and q, k, v stay strided views of qkv (no copies). It is built for a
-            # few images at a time, so that it stays within BIAS_BYTES.
+            # few images at a time, so that it stays within BIAS_BYTES. einsum hands back permuted
+            # layouts, and a broadcast sum of those would be laid out alike and copied once more.
+            rel_h, rel_w = rel_h.contiguous(), rel_w.contiguous()
             parts = []
             step = BIAS_BYTES // bias_bytes
             for i in range(0, n, step):
