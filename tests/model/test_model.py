@@ -73,6 +73,28 @@ def test_folded_fact_in_eval_equals_unfolded_fact_in_training():
     assert torch.allclose(folded, unfolded, atol=1e-5, rtol=1e-4)
 
 
+def test_fact_in_training_gives_the_written_out_delta_and_its_gradients():
+    """qkv + s * [V Cq U x, 0, V Cv U x], with the delta added into qkv in place."""
+    torch.manual_seed(4)
+    attn, fact = Attention(32, 4, (6, 6), rank=4, fact_scale=0.7, fact_dropout=0.0), FacTFactors(32, 4)
+    for p in [*attn.parameters(), *fact.parameters()]:
+        torch.nn.init.normal_(p, std=0.3)
+    attn.train()
+    x = torch.randn(2, 6, 6, 32)
+    weights = torch.randn(2, 6, 6, 96)
+    ours = attn._qkv(x, fact)
+    u, v = fact.u.weight, fact.v.weight
+    delta_q = 0.7 * x @ (v @ attn.fact_q.weight @ u).t()
+    delta_v = 0.7 * x @ (v @ attn.fact_v.weight @ u).t()
+    written_out = attn.qkv(x) + torch.cat([delta_q, torch.zeros_like(delta_q), delta_v], dim=-1)
+    assert torch.allclose(ours, written_out, atol=1e-5, rtol=1e-4)
+    params = [fact.u.weight, fact.v.weight, attn.fact_q.weight, attn.fact_v.weight, attn.qkv.weight, attn.qkv.bias]
+    ours_grads = torch.autograd.grad((ours * weights).sum(), params)
+    reference_grads = torch.autograd.grad((written_out * weights).sum(), params)
+    for a, b in zip(ours_grads, reference_grads):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
 def sam_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     """SAM's global attention written out: materialised scores plus the decomposed relative
     position, softmax, values, projection (no FacT: its factors are zero here)."""

@@ -116,12 +116,15 @@ class Attention(nn.Module):
         dim = x.shape[-1]
         if self.training:
             # Dropout acts on the rank-r activations of each token, so the delta cannot be folded.
+            # V's product is added into the q and v columns of qkv in place: no full-width delta,
+            # sum or concatenation is allocated (the linear's backward does not need its output).
             qkv = self.qkv(x)
             u = fact.u(x)
-            dq = fact.v(self.fact_dropout(self.fact_q(u)))
-            dv = fact.v(self.fact_dropout(self.fact_v(u)))
-            q, k, v = qkv.split(dim, dim=-1)
-            return torch.cat([q + self.fact_scale * dq, k, v + self.fact_scale * dv], dim=-1)
+            rows = qkv.view(-1, 3 * dim)
+            for columns, core in ((slice(0, dim), self.fact_q), (slice(2 * dim, 3 * dim), self.fact_v)):
+                delta = self.fact_dropout(core(u)).view(rows.shape[0], -1)
+                rows[:, columns].addmm_(delta, fact.v.weight.t().to(rows.dtype), alpha=self.fact_scale)
+            return qkv
         # Without dropout the delta is linear in x: fold s * V C U into the q and v rows of the
         # qkv weight, which costs one dim x dim product instead of four rank-r passes over tokens.
         u, v_ = fact.u.weight, fact.v.weight
