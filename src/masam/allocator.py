@@ -20,9 +20,10 @@ a 5-slice stack at 512²):
 Training switches between them (:data:`TRAINING_POLICIES`, ``masam train --host-allocator``):
 what the forward pass allocates and keeps for backward is what fragments the heap, so
 ``"lean-forward"`` is lean while the forward pass builds the graph and reuses in backward, whose
-blocks are short-lived. Measured on one step (``benchmarks/results/training_step.json``): without
-checkpointing 8.5 GiB in 33.6 s (reuse), 6.2 GiB in 39.9 s (lean-forward), 6.2 GiB in 50.2 s
-(lean); with checkpointing 3.3 GiB in 41.9 s (lean-forward), 2.2 GiB in 57.4 s (lean).
+blocks are short-lived. Measured on one vit_b step (``benchmarks/results/training_step.json``
+and the README's Speed and memory): without checkpointing 8.5 GiB (reuse), 6.3 GiB (lean-forward);
+with checkpointing 3.4 GiB in 35 s (reuse), 3.3 GiB (lean-forward), 2.2 GiB in 45-52 s (lean,
+whose fresh pages cost 20-24 s of system time on the project's virtual machine).
 
 Other C libraries (musl, macOS) are left alone.
 """
