@@ -112,13 +112,14 @@ class Attention(nn.Module):
         self.fact_dropout = nn.Dropout(fact_dropout)
         self.fact_scale = fact_scale
 
-    def _qkv(self, x: torch.Tensor, fact: FacTFactors) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor, fact: FacTFactors, with_bias: bool = True) -> torch.Tensor:
         dim = x.shape[-1]
+        bias = self.qkv.bias if with_bias else None
         if self.training:
             # Dropout acts on the rank-r activations of each token, so the delta cannot be folded.
             # V's product is added into the q and v columns of qkv in place: no full-width delta,
             # sum or concatenation is allocated (the linear's backward does not need its output).
-            qkv = self.qkv(x)
+            qkv = F.linear(x, self.qkv.weight, bias)
             u = fact.u(x)
             rows = qkv.view(-1, 3 * dim)
             for columns, core in ((slice(0, dim), self.fact_q), (slice(2 * dim, 3 * dim), self.fact_v)):
@@ -132,7 +133,7 @@ class Attention(nn.Module):
         delta_v = self.fact_scale * (v_ @ (self.fact_v.weight @ u))
         w_q, w_k, w_v = self.qkv.weight.split(dim, dim=0)
         weight = torch.cat([w_q + delta_q, w_k, w_v + delta_v], dim=0)
-        return F.linear(x, weight, self.qkv.bias)
+        return F.linear(x, weight, bias)
 
     def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """``qkv`` ``[N, h, w, 3C]`` -> attention output ``[N, h, w, C]`` (before the projection)."""
@@ -163,14 +164,20 @@ class Attention(nn.Module):
         return out.reshape(n, h, w, heads * head_dim)
 
     def forward(self, x: torch.Tensor, fact: FacTFactors) -> torch.Tensor:
-        qkv = self._qkv(x, fact)
         win = self.window_size
+        h, w = x.shape[1:3]
+        pad_h, pad_w = ((-h) % win, (-w) % win) if win > 0 else (0, 0)
+        # A zero-padded token's q, k, v is the qkv bias. Without autograd it is written into the
+        # padding; with autograd the bias is added after padding instead, because each write into
+        # a region of the padded tensor would make backward clone its whole gradient.
+        bias_after_padding = bool(pad_h or pad_w) and torch.is_grad_enabled()
+        qkv = self._qkv(x, fact, with_bias=not bias_after_padding)
         if win > 0:
-            n, h, w, c3 = qkv.shape
-            pad_h, pad_w = (-h) % win, (-w) % win
-            if pad_h or pad_w:
+            if bias_after_padding:
+                qkv = F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h)).add_(self.qkv.bias.to(qkv.dtype))
+            elif pad_h or pad_w:
                 qkv = F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
-                qkv[:, h:] = self.qkv.bias.to(qkv.dtype)  # a zero-padded token's q, k, v
+                qkv[:, h:] = self.qkv.bias.to(qkv.dtype)
                 qkv[:, :, w:] = self.qkv.bias.to(qkv.dtype)
             windows, padded_hw = window_partition(qkv, win)
             out = window_unpartition(self._attend(windows), win, padded_hw, (h, w))
