@@ -34,8 +34,7 @@ import torch
 from results_file import write_result  # the sibling module in benchmarks/
 
 from masam.allocator import TRAINING_POLICIES
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from masam.precision import PRECISIONS
 
 
 def run_setting(

@@ -10,6 +10,7 @@ from .allocator import TRAINING_POLICIES, configure_allocator
 from .data.dataset import DatasetError
 from .data.io import ImageReadError
 from .model.checkpoint import CheckpointError
+from .precision import PRECISIONS
 from .train.trainer import TrainingError
 
 
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--stride", type=int, default=None, help="slices between stack centres (overrides --mode)")
     p.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute precision (default fp32)"
+        "--precision", default="fp32", choices=list(PRECISIONS), help="compute precision (default fp32)"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -233,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=None, help="share of cases held out (default 0.2)")
     p.add_argument("--split-file", default=None, help="JSON {train: [...], val: [...]} instead of a seeded split")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 1234)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None, help="fp16 needs CUDA (default fp32)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default=None, help="fp16 needs CUDA (default fp32)")
     p.add_argument(
         "--grad-checkpoint", action="store_const", const=True, default=None, help="recompute encoder blocks in backward"
     )

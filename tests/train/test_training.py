@@ -222,3 +222,12 @@ def test_bf16_accumulation_and_gradient_checkpointing_train_and_predict(dataset,
     assert (
         main(["train", "-d", str(dataset), "-o", str(tmp_path / "x"), *TINY, "--precision", "fp16"]) == 1
     )  # CUDA only
+
+
+def test_unknown_precision_is_refused_before_anything_is_written(tmp_path):
+    from masam.train import TrainConfig, Trainer
+
+    config = TrainConfig(dataset=str(tmp_path / "none"), output=str(tmp_path / "run"), precision="fp8")
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16, got 'fp8'"):
+        Trainer(config, progress=False).run()
+    assert not (tmp_path / "run").exists()

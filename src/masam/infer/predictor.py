@@ -22,8 +22,8 @@ from ..data.normalize import Normalization
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..model.checkpoint import load_model, resolve_device
 from ..model.masam import MASAM
+from ..precision import PRECISIONS
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Named prediction modes: slices between stack centres. "faithful" is the paper's (every slice the
 # centre of a stack); "fast" tiles the volume with stacks, five times fewer forward passes (time
 # and Dice against faithful: benchmarks/results/volume_modes.json).

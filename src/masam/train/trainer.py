@@ -32,6 +32,7 @@ from ..infer.predictor import Predictor
 from ..model import ModelConfig, build_model
 from ..model.checkpoint import infer_arch, load_sam_weights, read_torch_file, resolve_device, save_weights
 from ..model.masam import MASAM
+from ..precision import PRECISIONS
 from .config import TrainConfig
 from .losses import segmentation_loss
 
@@ -164,6 +165,8 @@ class Trainer:
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         self.device = device
+        if self.cfg.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.cfg.precision!r}")
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if self.cfg.precision == "fp16" and device.type != "cuda":
@@ -335,7 +338,7 @@ class Trainer:
         last_epoch = min(cfg.epochs, cfg.stop_epoch or cfg.epochs)
         total_steps = cfg.iterations if cfg.iterations else cfg.epochs * steps_per_epoch
         stop_steps = cfg.iterations if cfg.iterations else last_epoch * steps_per_epoch
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        dtype = PRECISIONS[cfg.precision]
         host_memory = training_policy(cfg.host_allocator, cfg.grad_checkpoint)
 
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
