@@ -24,7 +24,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 lint: install
-	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m ruff check src tests benchmarks tools
+	$(BIN)/python tools/check_function_length.py --max 60
 
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -40,7 +40,7 @@ from masam.precision import PRECISIONS
 def run_setting(
     arch: str, setting: str, batch: int, size: int, steps: int, device: str, classes: int, allocator: str = "auto"
 ) -> dict:
-    from masam.allocator import training_policy
+    from masam.allocator import configure_allocator, training_policy
     from masam.model import ModelConfig, build_model
     from masam.train import training_loss
 
@@ -65,7 +65,9 @@ def run_setting(
 
     def step() -> float:
         with attention():
-            loss, _, _ = training_loss(model, image, label, None, dtype, host_memory=host_memory)
+            configure_allocator(host_memory[0])  # the forward mode, then the backward one, as `masam train`
+            loss, _, _ = training_loss(model, image, label, None, dtype)
+            configure_allocator(host_memory[1])
             (scaler.scale(loss) if scaler else loss).backward()
         if scaler:
             scaler.step(optimizer)

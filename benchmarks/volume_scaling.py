@@ -24,7 +24,7 @@ from results_file import write_result  # the sibling module in benchmarks/
 from masam.allocator import configure_allocator
 from masam.data import Normalization
 from masam.infer import Predictor
-from masam.infer.predictor import MODES
+from masam.infer.predictor import PREDICTION_MODES
 from masam.model import ModelConfig, build_model
 
 
@@ -45,7 +45,7 @@ def make_predictor(arch: str, size: int, mode: str, args) -> Predictor:
     model = build_model(ModelConfig(arch, size, num_classes=args.classes))
     return Predictor(
         model, Normalization("CT"), device=args.device, precision=args.precision,
-        batch_size=args.batch_size, stride=MODES[mode],
+        batch_size=args.batch_size, stride=PREDICTION_MODES[mode],
     )  # fmt: skip
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--arch", default="vit_b", help="encoder size (default vit_b)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="(default fp32)")
-    parser.add_argument("--modes", nargs="+", default=["fast"], choices=list(MODES), help="(default fast)")
+    parser.add_argument("--modes", nargs="+", default=["fast"], choices=list(PREDICTION_MODES), help="(default fast)")
     parser.add_argument("--slices", type=int, nargs="+", default=[10, 20, 40], help="slice counts (default 10 20 40)")
     parser.add_argument("--slice-size", type=int, default=256, help="image size of the slice-count series")
     parser.add_argument(

@@ -17,7 +17,9 @@ a 5-slice stack at 512²):
   memory fell from 3.4 to 1.8 GiB (``benchmarks/results/training_step.json`` has the timed figures).
 * ``"system"``: glibc's defaults, untouched.
 
-Training switches between them (:data:`TRAINING_POLICIES`, ``masam train --host-allocator``):
+Each command sets its mode once, with :func:`allocator_policy` around the whole command.
+Training switches between modes (:data:`TRAINING_POLICIES`, ``masam train --host-allocator``)
+explicitly in its step, around the forward pass and around backward:
 what the forward pass allocates and keeps for backward is what fragments the heap, so
 ``"lean-forward"`` is lean while the forward pass builds the graph and reuses in backward, whose
 blocks are short-lived. Measured on one vit_b step (``benchmarks/results/training_step.json``
@@ -30,14 +32,18 @@ Other C libraries (musl, macOS) are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Iterator
+
+from .errors import ConfigError
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
-MODES = ("reuse", "lean", "system")
+ALLOCATOR_MODES = ("reuse", "lean", "system")
 # training policy -> (mode during the forward pass, mode during backward and the optimiser step)
 TRAINING_POLICIES = {"reuse": ("reuse", "reuse"), "lean": ("lean", "lean"), "lean-forward": ("lean", "reuse")}
 _LEAN_MMAP_THRESHOLD = 8 * 2**20
@@ -45,12 +51,12 @@ _current: str | None = None
 
 
 def configure_allocator(mode: str = "reuse") -> bool:
-    """Apply one of :data:`MODES` to this process. Returns whether glibc took the setting (False
+    """Apply one of :data:`ALLOCATOR_MODES` to this process. Returns whether glibc took the setting (False
     on other C libraries, and for ``"system"`` once another mode was applied, since glibc cannot
     restore its dynamic threshold)."""
     global _current
-    if mode not in MODES:
-        raise ValueError(f"allocator mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in ALLOCATOR_MODES:
+        raise ConfigError(f"allocator mode must be one of {', '.join(ALLOCATOR_MODES)}, got {mode!r}")
     if mode == _current:
         return True
     if mode == "system":
@@ -81,5 +87,18 @@ def training_policy(choice: str, grad_checkpoint: bool) -> tuple[str, str]:
     if choice == "auto":
         choice = "lean" if grad_checkpoint else "lean-forward"
     if choice not in TRAINING_POLICIES:
-        raise ValueError(f"host allocator must be auto or one of {', '.join(TRAINING_POLICIES)}, got {choice!r}")
+        raise ConfigError(f"host allocator must be auto or one of {', '.join(TRAINING_POLICIES)}, got {choice!r}")
     return TRAINING_POLICIES[choice]
+
+
+@contextlib.contextmanager
+def allocator_policy(mode: str = "reuse") -> Iterator[bool]:
+    """Apply ``mode`` for one command (yields whether glibc took it). On exit the mode that was
+    set before, if any, is applied again (glibc cannot go back to its own dynamic default)."""
+    previous = _current
+    applied = configure_allocator(mode)
+    try:
+        yield applied
+    finally:
+        if previous is not None:
+            configure_allocator(previous)

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from .errors import MasamError
+from .options import setting
 
 LABELS = {"background": 0, "liver": 1, "kidney": 2, "spine": 3}
 SPACING = (1.2, 1.2, 3.0)  # x, y, z in mm
@@ -85,6 +89,45 @@ def write_phantom_dataset(root: Path, train_cases: int = 16, test_cases: int = 3
     return root
 
 
+@dataclass
+class DemoConfig:
+    """Settings of ``masam demo``."""
+
+    output: str = setting("demo_output", "output folder", "files", short="-o")
+    iterations: int = setting(600, "training steps", "schedule")
+    cases: int = setting(16, "training cases to generate", "data")
+    seed: int = setting(0, "random seed", "runtime")
+    device: str = setting("cpu", "cpu or cuda", "runtime")
+
+
+def _train_config(dataset: Path, run: Path, iterations: int, seed: int, device: str):
+    """The from-scratch recipe that learns on the phantom in minutes on a CPU."""
+    from .train import TrainConfig
+
+    return TrainConfig(
+        dataset=str(dataset), output=str(run), arch="vit_tiny", image_size=64, rank=8, iterations=iterations,
+        stop_epoch=None, batch_size=4, lr=1e-3, warmup=20, power=1.0, include_background=False, val_every=0,
+        val_fraction=0.0, augment=False, workers=1, seed=seed, device=device,
+    )  # fmt: skip
+
+
+def _predict_and_evaluate(out: Path, dataset: Path, device: str) -> tuple[dict, Path, Path]:
+    from .eval import evaluate_folders, write_results
+    from .infer.predictor import Predictor
+    from .infer.run import predict_inputs
+
+    print("[3/4] predicting the held-out cases")
+    predictor = Predictor.from_files(out / "run", batch_size=8, device=device)
+    report = predict_inputs(predictor, dataset / "imagesTs", out / "predictions", overlays=True)
+    if report.failed:
+        raise MasamError(f"prediction failed: {report.failed}")
+    print("[4/4] evaluating")
+    names = {v: k for k, v in LABELS.items() if v > 0}
+    results = evaluate_folders(out / "predictions", dataset / "labelsTs", sorted(names), names)
+    json_path, csv_path = write_results(results, out / "metrics.json")
+    return results, json_path, csv_path
+
+
 def run_demo(
     output: str | Path,
     iterations: int = 600,
@@ -94,47 +137,18 @@ def run_demo(
     device: str = "cpu",
 ) -> float:
     """Phantom data -> training -> prediction -> evaluation. Returns the mean Dice."""
-    from .eval import evaluate_folders, format_table, write_results
-    from .infer.predictor import Predictor
-    from .infer.run import predict_inputs
-    from .train import TrainConfig, Trainer
+    from .eval import format_table
+    from .train import Trainer
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     dataset = write_phantom_dataset(out / "dataset", train_cases, test_cases, seed)
     print(f"[1/4] phantom dataset ({train_cases} training + {test_cases} test cases): {dataset}")
-    config = TrainConfig(
-        dataset=str(dataset),
-        output=str(out / "run"),
-        arch="vit_tiny",
-        image_size=64,
-        rank=8,
-        iterations=iterations,
-        stop_epoch=None,
-        batch_size=4,
-        lr=1e-3,
-        warmup=20,
-        power=1.0,
-        include_background=False,
-        val_every=0,
-        val_fraction=0.0,
-        augment=False,
-        workers=1,
-        seed=seed,
-        device=device,
-    )
+    config = _train_config(dataset, out / "run", iterations, seed, device)
     print(f"[2/4] training vit_tiny from scratch for {iterations} steps on {device}: {config.output}")
     Trainer(config).run()
-    print("[3/4] predicting the held-out cases")
-    predictor = Predictor.from_files(out / "run", batch_size=8, device=device)
-    report = predict_inputs(predictor, dataset / "imagesTs", out / "predictions", overlays=True)
-    if report.failed:
-        raise RuntimeError(f"prediction failed: {report.failed}")
-    print("[4/4] evaluating")
-    names = {v: k for k, v in LABELS.items() if v > 0}
-    results = evaluate_folders(out / "predictions", dataset / "labelsTs", sorted(names), names)
-    json_path, csv_path = write_results(results, out / "metrics.json")
+    results, json_path, csv_path = _predict_and_evaluate(out, dataset, device)
     print(format_table(results))
     print(f"\nmodel:       {out / 'run' / 'model_best.safetensors'}")
     print(f"predictions: {out / 'predictions'} (NIfTI with the input geometry)")

@@ -182,9 +182,10 @@ def test_predict_command_keeps_going_past_a_bad_case(model, tmp_path, capsys):
 
 
 def test_fast_mode_tiles_the_volume_with_a_fifth_of_the_stacks(model, tmp_path):
-    from masam.infer.predictor import MODES
+    from masam.infer.predictor import PREDICTION_MODES
 
-    assert len(stack_centres(150, MODES["fast"])) == 30 and len(stack_centres(150, MODES["faithful"])) == 150
+    assert len(stack_centres(150, PREDICTION_MODES["fast"])) == 30
+    assert len(stack_centres(150, PREDICTION_MODES["faithful"])) == 150
     calls = []
     forward = model.forward
 
@@ -197,7 +198,7 @@ def test_fast_mode_tiles_the_volume_with_a_fifth_of_the_stacks(model, tmp_path):
         weights = tmp_path / "m.safetensors"
         masam.save_weights(model, weights)
         image = write_volume(tmp_path / "v_0000.nii.gz", phantom((20, 30, 30), seed=2)[0], (1.0, 1.0, 2.0))
-        predictor = Predictor(model, stride=MODES["fast"], batch_size=1)
+        predictor = Predictor(model, stride=PREDICTION_MODES["fast"], batch_size=1)
         result = predictor.predict(image)
         assert sum(calls) == len(stack_centres(20, 5)) == 4
         assert result.labels.shape == (20, 30, 30)

@@ -275,3 +275,39 @@ def test_backward_reaches_only_trainable_weights_and_checkpointing_keeps_gradien
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         assert torch.allclose(plain[name], checkpointed[name], atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("path", ["sdpa", "sdpa-bias", "sdpa-columns"])
+def test_attention_paths_by_name_equal_the_reference_with_gradients(path):
+    """Each named fast path against the package's plain reference attention (materialised scores
+    with SAM's decomposed relative position), on a whole model: outputs and gradients."""
+    model = randomise(tiny(fact_dropout=0.0)).train()
+    x = torch.rand(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+
+    def run(name):
+        model.zero_grad(set_to_none=True)
+        model.set_attention(name)
+        logits = model(x)["logits"]
+        logits.square().mean().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref_logits, ref_grads = run("reference")
+    logits, grads = run(path)
+    assert torch.allclose(logits, ref_logits, atol=1e-5, rtol=1e-4)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        assert torch.allclose(grads[name], ref_grads[name], atol=1e-5, rtol=1e-3), name
+    with pytest.raises(ValueError, match="attention must be one of"):
+        model.set_attention("flash")
+
+
+def test_reference_attention_is_sams_written_out():
+    torch.manual_seed(0)
+    attn, fact = Attention(32, 4, (10, 10), rank=4), FacTFactors(32, 4)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(std=0.3)
+    attn.eval().path = "reference"
+    x = torch.randn(2, 10, 10, 32)
+    with torch.no_grad():
+        assert torch.allclose(attn(x, fact), sam_attention(attn, x), atol=1e-5, rtol=1e-4)

@@ -49,11 +49,11 @@ def test_learning_rate_schedule_is_the_originals():
 def test_epoch_sampler_deals_one_permutation_to_the_ranks():
     whole = EpochSampler(10, seed=3, epoch=2).indices
     assert sorted(whole) == list(range(10))
-    r0, r1 = EpochSampler(10, 3, 2, rank=0, world=2).indices, EpochSampler(10, 3, 2, rank=1, world=2).indices
+    r0, r1 = EpochSampler(10, 3, 2, ddp_rank=0, world=2).indices, EpochSampler(10, 3, 2, ddp_rank=1, world=2).indices
     assert r0 == whole[0::2] and r1 == whole[1::2]
     assert EpochSampler(10, 3, 2, start=4).indices == whole[4:]
     assert EpochSampler(10, 3, 3).indices != whole
-    assert len(EpochSampler(5, 0, 0, rank=1, world=2)) == 3  # padded to a multiple of the world size
+    assert len(EpochSampler(5, 0, 0, ddp_rank=1, world=2)) == 3  # padded to a multiple of the world size
 
 
 def test_training_boxes_surround_the_foreground_with_bounded_jitter():

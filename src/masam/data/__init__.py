@@ -1,8 +1,9 @@
 """Data: reading images with their geometry, datasets, normalisation, slice stacks, augmentation."""
 
+from ..errors import DatasetError, ImageReadError
 from .augment import AugmentConfig, StackAugmenter
-from .dataset import Case, Dataset, DatasetError, load_dataset, split_cases
-from .io import ImageReadError, Volume, read_label, read_volume, slice_axis, write_label
+from .dataset import Case, Dataset, load_dataset, split_cases
+from .io import Volume, read_label, read_volume, slice_axis, write_label
 from .loader import StackDataset
 from .normalize import Normalization
 from .preprocess import preprocess_dataset

@@ -18,12 +18,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import FRAME_SUFFIXES, VOLUME_SUFFIXES, ImageReadError, has_suffix, list_frames
+from ..errors import DatasetError, ImageReadError
+from .io import FRAME_SUFFIXES, VOLUME_SUFFIXES, has_suffix, list_frames
 from .normalize import modality_from_name
-
-
-class DatasetError(ValueError):
-    """A dataset folder that cannot be used; the message names the file and the problem."""
 
 
 @dataclass
@@ -41,6 +38,7 @@ class Dataset:
     file_ending: str
     training: list[Case] = field(default_factory=list)
     test: list[Case] = field(default_factory=list)
+    channel_names: tuple[str, ...] = ()  # dataset.json's, in channel order
 
     @property
     def num_classes(self) -> int:
@@ -104,6 +102,7 @@ def load_dataset(root: str | os.PathLike, modality: str | None = None) -> Datase
         raise DatasetError(f"{meta_path}: unsupported file_ending {ending!r}")
 
     dataset = Dataset(root, {str(k): int(v) for k, v in labels.items()}, mod, ending)
+    dataset.channel_names = tuple(str(v) for _, v in sorted(channels.items()))
     for name, image in _cases(root / "imagesTr", ending, with_channel=True):
         label = root / "labelsTr" / (name if image.is_dir() else name + ending)
         if not label.exists():

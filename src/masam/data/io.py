@@ -15,14 +15,11 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
+from ..errors import ImageReadError, MissingFileError
 from ..fileio import atomic_path
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-class ImageReadError(ValueError):
-    """An input image that cannot be used; the message names the file and the problem."""
 
 
 @dataclass
@@ -136,6 +133,37 @@ def _natural_key(path: Path) -> list:
 
 def list_frames(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if has_suffix(p.name, FRAME_SUFFIXES)), key=_natural_key)
+
+
+def case_name(filename: str, channel_suffix: bool = True) -> str | None:
+    """The case name of an image file: its suffix stripped and, with ``channel_suffix``, nnU-Net's
+    channel suffix ``_0000`` dropped; None for the files of other channels (``_0001``, ...)."""
+    stem = strip_suffix(filename)
+    if not channel_suffix:
+        return stem
+    if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit():
+        return stem[:-5] if stem[-4:] == "0000" else None
+    return stem
+
+
+def scan_cases(folder: str | os.PathLike, channel_suffix: bool = True) -> dict[str, Path]:
+    """The cases in a folder, by name in name order: volume files and frame folders (PNG and JPG
+    frames). The one scanner of ``masam predict`` and ``masam evaluate``; ``channel_suffix``: image
+    files named ``CASE_0000.nii.gz`` (nnU-Net), not label files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingFileError(f"{folder}: no such folder")
+    found: dict[str, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and has_suffix(entry.name, VOLUME_SUFFIXES):
+            name = case_name(entry.name, channel_suffix)
+            if name is not None:
+                found[name] = entry
+        elif entry.is_dir() and list_frames(entry):
+            found[entry.name] = entry
+    return found
 
 
 def read_frames(folder: str | os.PathLike, label: bool = False) -> Volume:

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
+from ..spec import InputSpec
+
 MODALITIES = ("CT", "MRI", "RGB")
 _ALIASES = {
     "ct": "CT",
@@ -37,7 +40,7 @@ def modality_from_name(name: str) -> str:
     """Map a channel name (``dataset.json``) or ``--modality`` value to CT, MRI or RGB."""
     key = name.strip().lower().replace("-", "").replace(" ", "")
     if key not in _ALIASES:
-        raise ValueError(f"unknown modality {name!r}: use CT, MRI (or an MR sequence name such as T2) or RGB")
+        raise ConfigError(f"unknown modality {name!r}: use CT, MRI (or an MR sequence name such as T2) or RGB")
     return _ALIASES[key]
 
 
@@ -54,7 +57,7 @@ class Normalization:
         self.modality = modality_from_name(self.modality)
         self.window = (float(self.window[0]), float(self.window[1]))
         if self.window[1] <= self.window[0]:
-            raise ValueError(f"CT window must be increasing, got {self.window}")
+            raise ConfigError(f"CT window must be increasing, got {self.window}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,3 +73,19 @@ class Normalization:
             return np.zeros(array.shape, np.float32)
         out = (array.astype(np.float32) - np.float32(low)) / np.float32(high - low)
         return out.clip(0.0, 1.0)
+
+
+def normalization_from_spec(spec: InputSpec, modality: str | None = None) -> Normalization:
+    """The normalisation a model's input spec asks for; ``modality`` (a name, e.g. ``"T2"``)
+    replaces the stored one. A spec without a modality (an original MA-SAM file) needs one."""
+    if modality is not None:
+        spec = spec.with_modality(modality_from_name(modality))
+    if spec.modality is None or not spec.normalization:
+        raise ConfigError("the model stores no normalisation (e.g. a converted original file): give a modality")
+    return Normalization(**spec.normalization[0])
+
+
+def spec_for(normalization: Normalization, channels: tuple[str, ...], slices: int, image_size: int) -> InputSpec:
+    """The input spec of a model trained on data normalised by ``normalization``."""
+    channels = channels[:1] or (normalization.modality,)
+    return InputSpec(normalization.modality, channels, (normalization.to_dict(),), slices, image_size)

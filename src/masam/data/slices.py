@@ -10,14 +10,28 @@ from .io import Volume, slice_axis
 from .normalize import Normalization
 
 
-def stack_indices(num_slices: int, centre: int, depth: int = 5) -> np.ndarray:
-    """Indices of the ``depth`` slices centred on ``centre``, ends repeated: ``[depth]``."""
-    half = depth // 2
-    return np.clip(np.arange(centre - half, centre - half + depth), 0, num_slices - 1)
+def stack_indices(num_slices: int, centre: int, slices: int = 5) -> np.ndarray:
+    """Indices of the ``slices`` slices centred on ``centre``, ends repeated: ``[slices]``."""
+    half = slices // 2
+    return np.clip(np.arange(centre - half, centre - half + slices), 0, num_slices - 1)
+
+
+def boxes_from_mask(mask: np.ndarray) -> np.ndarray:
+    """One box per slice around all of its foreground: ``[S, h, w]`` -> ``[S, 4]`` float64
+    (x0, y0, x1, y1: first and last foreground column and row); a row of NaN where a slice is empty.
+    The one place boxes come from masks (training prompts, ``--boxes-from-labels``)."""
+    mask = np.asarray(mask)
+    boxes = np.full((mask.shape[0], 4), np.nan)
+    for i, plane in enumerate(mask):
+        rows, cols = np.nonzero(plane)
+        if rows.size:
+            boxes[i] = (cols.min(), rows.min(), cols.max(), rows.max())
+    return boxes
 
 
 def to_slices(volume: Volume, axis: int | None = None) -> tuple[np.ndarray, int]:
-    """The image as ``[S, C, h, w]`` with slices along ``axis`` (default :func:`slice_axis`)."""
+    """The image as ``[S, C, h, w]`` with slices along ``axis`` (default :func:`slice_axis`, the
+    one function that chooses it), and that axis."""
     axis = slice_axis(volume) if axis is None else axis
     if volume.is_video:
         return np.moveaxis(volume.array, -1, 1), 0

@@ -10,25 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import VOLUME_SUFFIXES, ImageReadError, read_label, read_volume, strip_suffix
+from ..data.io import read_label, read_volume, scan_cases
+from ..errors import ImageReadError, MissingFileError
 from ..fileio import atomic_path
 from .metrics import case_metrics
 
 METRICS = ("dice", "hd95", "nsd")
-
-
-def _label_files(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    found = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith("."):
-            continue
-        if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES):
-            found[strip_suffix(p.name)] = p
-        elif p.is_dir() and any(q.suffix.lower() == ".png" for q in p.iterdir()):
-            found[p.name] = p
-    return found
 
 
 def evaluate_folders(
@@ -43,12 +30,12 @@ def evaluate_folders(
     Cases are matched by name (``CASE.nii.gz`` etc.); a reference without a prediction is an
     error. ``classes`` default: every foreground value found in the references.
     """
-    preds, refs = _label_files(Path(pred_dir)), _label_files(Path(ref_dir))
+    preds, refs = scan_cases(pred_dir, channel_suffix=False), scan_cases(ref_dir, channel_suffix=False)
     if not refs:
-        raise FileNotFoundError(f"{ref_dir}: no label files")
+        raise MissingFileError(f"{ref_dir}: no label files")
     missing = sorted(set(refs) - set(preds))
     if missing:
-        raise FileNotFoundError(f"{pred_dir}: no prediction for {', '.join(missing[:5])}")
+        raise MissingFileError(f"{pred_dir}: no prediction for {', '.join(missing[:5])}")
     loaded = {}
     for name, ref_path in refs.items():
         ref = read_volume(ref_path) if ref_path.is_file() else None

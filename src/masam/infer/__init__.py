@@ -1,5 +1,5 @@
 """Inference: whole-volume prediction with stack aggregation, outputs with the input's geometry."""
 
-from .predictor import Prediction, Predictor, find_weights, stack_centres
+from .predictor import PREDICTION_MODES, Prediction, Predictor, find_weights, stack_centres
 
-__all__ = ["Prediction", "Predictor", "find_weights", "stack_centres"]
+__all__ = ["PREDICTION_MODES", "Prediction", "Predictor", "find_weights", "stack_centres"]

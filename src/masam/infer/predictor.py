@@ -18,16 +18,19 @@ import torch
 import torch.nn.functional as F
 
 from ..data.io import Volume, read_volume
-from ..data.normalize import Normalization
+from ..data.normalize import Normalization, normalization_from_spec
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
-from ..model.checkpoint import load_model, resolve_device
+from ..device import free_cached_memory, is_out_of_memory, resolve_device
+from ..errors import ConfigError, InputError, MissingFileError
+from ..model.checkpoint import load_model
 from ..model.masam import MASAM
 from ..precision import PRECISIONS
+from ..spec import InputSpec
 
 # Named prediction modes: slices between stack centres. "faithful" is the paper's (every slice the
 # centre of a stack); "fast" tiles the volume with stacks, five times fewer forward passes (time
 # and Dice against faithful: benchmarks/results/volume_modes.json).
-MODES = {"faithful": 1, "fast": 5}
+PREDICTION_MODES = {"faithful": 1, "fast": 5}
 
 
 @dataclass
@@ -48,23 +51,23 @@ def find_weights(model_path: str | os.PathLike) -> Path:
         for name in ("model_best.safetensors", "model_last.safetensors"):
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"{path}: a folder without model_best.safetensors or model_last.safetensors")
+        raise MissingFileError(f"{path}: a folder without model_best.safetensors or model_last.safetensors")
     return path
 
 
-def stack_centres(num_slices: int, stride: int = 1, depth: int = 5) -> list[int]:
+def stack_centres(num_slices: int, stride: int = 1, slices: int = 5) -> list[int]:
     """Centres of the stacks that cover a volume.
 
     ``stride`` 1 is the paper's: every slice is the centre of a stack, with the end slices repeated
     past the volume. A larger stride puts the stacks ``stride`` slices apart, the first and last
     flush with the volume's ends, so that every slice is covered and no stack reads a repeated
-    slice; stride ``depth`` tiles the volume with ``ceil(num_slices / depth)`` stacks.
+    slice; stride ``slices`` tiles the volume with ``ceil(num_slices / slices)`` stacks.
     """
-    if stride < 1 or stride > depth:
-        raise ValueError(f"stride must be between 1 and the stack depth ({depth}), got {stride}")
+    if stride < 1 or stride > slices:
+        raise ConfigError(f"stride must be between 1 and the slices per stack ({slices}), got {stride}")
     if stride == 1:
         return list(range(num_slices))
-    half = depth // 2
+    half = slices // 2
     last = max(num_slices - 1 - half, 0)
     centres = [min(half, num_slices - 1)]
     while centres[-1] + half < num_slices - 1:
@@ -72,11 +75,20 @@ def stack_centres(num_slices: int, stride: int = 1, depth: int = 5) -> list[int]
     return centres
 
 
+def model_input_spec(model: MASAM) -> InputSpec:
+    """The model's input spec; a model without one (built in memory, or set up by hand with
+    ``metadata["normalization"]``) gets one derived from its metadata."""
+    if model.input_spec is not None:
+        return model.input_spec
+    return InputSpec.from_legacy(model.metadata, model.config.slices, model.config.image_size)
+
+
 class Predictor:
     """Predict label maps with an MA-SAM model.
 
     ``predict(image)`` takes a path (volume file or frame folder), a :class:`Volume`, or a numpy
-    array ``[z, y, x]`` with ``spacing``/``origin``/``direction`` (SimpleITK order).
+    array ``[z, y, x]`` with ``spacing``/``origin``/``direction`` (SimpleITK order). The input is
+    prepared as the model's :class:`InputSpec` says, unless a ``normalization`` is given.
     """
 
     def __init__(
@@ -91,18 +103,14 @@ class Predictor:
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
-        if normalization is None:
-            stored = model.metadata.get("normalization")
-            if stored is None:
-                raise ValueError("the model stores no normalisation (e.g. a converted original file): give a modality")
-            normalization = Normalization(**stored)
-        self.normalization = normalization
+        self.input_spec = model_input_spec(model)
+        self.normalization = normalization if normalization is not None else normalization_from_spec(self.input_spec)
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.batch_size = max(1, batch_size)
         self.stride = stride
-        self.depth = model.config.slices
+        self.slices = model.config.slices
 
     @classmethod
     def from_files(
@@ -114,12 +122,9 @@ class Predictor:
         device: str = "cpu",
         **kwargs,
     ) -> Predictor:
+        """``modality`` replaces the model's (its stored window and percentile are kept)."""
         model = load_model(sam_checkpoint, find_weights(model_path), device=device)
-        norm = None
-        if modality is not None:
-            stored = dict(model.metadata.get("normalization") or {})
-            stored["modality"] = modality
-            norm = Normalization(**stored)
+        norm = normalization_from_spec(model_input_spec(model), modality) if modality is not None else None
         return cls(model, norm, device=device, **kwargs)
 
     def _autocast(self):
@@ -134,13 +139,10 @@ class Predictor:
             with torch.no_grad(), self._autocast():
                 logits = self.model(stacks.to(self.device), None if boxes is None else boxes.to(self.device))["logits"]
             return torch.softmax(logits.float(), dim=2)
-        except (torch.OutOfMemoryError, RuntimeError) as err:
-            # CUDA raises OutOfMemoryError; a CPU allocation failure is a RuntimeError saying so
-            out_of_memory = isinstance(err, torch.OutOfMemoryError) or "not enough memory" in str(err)
-            if not out_of_memory or stacks.shape[0] == 1:
+        except RuntimeError as err:  # torch.OutOfMemoryError is one
+            if not is_out_of_memory(err) or stacks.shape[0] == 1:
                 raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            free_cached_memory(self.device)
             half = stacks.shape[0] // 2
             self.batch_size = max(1, half)
             parts = [
@@ -159,26 +161,26 @@ class Predictor:
         (NaN rows: no box) or None.
         """
         n = slices.shape[0]
-        half = self.depth // 2
+        half = self.slices // 2
         # Stacks are cut and probabilities summed where the model runs: on a GPU only the label
         # maps (and probabilities when asked for) come back to the host.
         slices = slices.to(self.device)
         sums: dict[int, torch.Tensor] = {}
         counts: dict[int, int] = {}
-        centres = stack_centres(n, self.stride, self.depth)
+        centres = stack_centres(n, self.stride, self.slices)
         next_out = 0
         start = 0
         while start < len(centres):
             # batch_size may shrink inside _forward (out of memory): always advance by what ran
             batch = centres[start : start + self.batch_size]
-            idx = torch.from_numpy(np.stack([stack_indices(n, c, self.depth) for c in batch]))  # [B, D]
+            idx = torch.from_numpy(np.stack([stack_indices(n, c, self.slices) for c in batch]))  # [B, D]
             stacks = slices[idx.to(self.device)]
             if stacks.shape[2] == 1:
                 stacks = stacks.expand(-1, -1, 3, -1, -1)
             stack_boxes = None if boxes is None else boxes[idx]
             probs = self._forward(stacks.float(), stack_boxes)
             for b, centre in enumerate(batch):
-                for pos in range(self.depth):
+                for pos in range(self.slices):
                     target = centre - half + pos
                     if 0 <= target < n:  # positions that repeat an end slice fall outside: dropped
                         sums[target] = sums[target] + probs[b, pos] if target in sums else probs[b, pos].clone()
@@ -204,25 +206,12 @@ class Predictor:
     ) -> Prediction:
         """``boxes``: ``{slice_index: [x0, y0, x1, y1]}`` in voxel coordinates of the slice
         (columns, rows) along the chosen slice axis."""
-        if isinstance(image, Volume):
-            volume = image
-        elif isinstance(image, np.ndarray):
-            if image.ndim != 3:
-                raise ValueError(f"expected a 3D array [z, y, x], got shape {image.shape}")
-            volume = Volume(image, tuple(spacing), tuple(origin), tuple(direction), Path("<array>"))
-        else:
-            volume = read_volume(image)
+        volume = _as_volume(image, spacing, origin, direction)
         size = self.model.image_size
         slices, axis = prepare_image(volume, self.normalization, size)
         n = slices.shape[0]
         rows, cols = to_slices(volume, axis)[0].shape[-2:]
-        box_tensor = None
-        if boxes:
-            box_tensor = torch.full((n, 4), float("nan"))
-            scale = torch.tensor([size / cols, size / rows, size / cols, size / rows])
-            for index, box in boxes.items():
-                box_tensor[int(index)] = torch.tensor(box, dtype=torch.float32) * scale
-
+        box_tensor = _box_tensor(boxes, n, (rows, cols), size) if boxes else None
         labels = np.zeros((n, rows, cols), np.uint8)
         num_out = self.model.config.num_classes + 1
         probabilities = np.zeros((num_out, n, rows, cols), np.float16) if return_probabilities else None
@@ -230,9 +219,8 @@ class Predictor:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(
-                total=len(stack_centres(n, self.stride, self.depth)), desc=volume.path.name, unit="stack", leave=False
-            )
+            stacks = len(stack_centres(n, self.stride, self.slices))
+            bar = tqdm(total=stacks, desc=volume.path.name, unit="stack", leave=False)
         for index, probs in self.slice_probabilities(slices, box_tensor, bar):
             if (rows, cols) != (size, size):
                 probs = F.interpolate(probs[None], size=(rows, cols), mode="bilinear", align_corners=False)[0]
@@ -245,3 +233,23 @@ class Predictor:
         if probabilities is not None and not volume.is_video:
             probabilities = np.moveaxis(probabilities, 1, 1 + axis)
         return Prediction(out_labels, volume, probabilities, axis)
+
+
+def _as_volume(image, spacing, origin, direction) -> Volume:
+    if isinstance(image, Volume):
+        return image
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3:
+            raise InputError(f"expected a 3D array [z, y, x], got shape {image.shape}")
+        return Volume(image, tuple(spacing), tuple(origin), tuple(direction), Path("<array>"))
+    return read_volume(image)
+
+
+def _box_tensor(boxes: dict[int, list[float]], n: int, plane: tuple[int, int], size: int) -> torch.Tensor:
+    """Boxes in voxels of the ``(rows, cols)`` slice -> ``[n, 4]`` in model pixels (NaN: no box)."""
+    rows, cols = plane
+    out = torch.full((n, 4), float("nan"))
+    scale = torch.tensor([size / cols, size / rows, size / cols, size / rows])
+    for index, box in boxes.items():
+        out[int(index)] = torch.tensor(box, dtype=torch.float32) * scale
+    return out

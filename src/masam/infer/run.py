@@ -12,19 +12,20 @@ import numpy as np
 from ..data.io import (
     FRAME_SUFFIXES,
     VOLUME_SUFFIXES,
-    ImageReadError,
     Volume,
+    case_name,
     list_frames,
     read_label,
     read_volume,
+    scan_cases,
     slice_axis,
-    strip_suffix,
     write_label,
 )
-from ..data.slices import labels_to_slices, to_slices
+from ..data.slices import boxes_from_mask, labels_to_slices, to_slices
+from ..errors import InputError, MasamError, MissingFileError, OutputError
 from ..fileio import atomic_path
 from .overlay import save_overlays
-from .predictor import Predictor
+from .predictor import Prediction, Predictor
 
 
 @dataclass
@@ -38,30 +39,15 @@ def find_inputs(path: str | os.PathLike) -> list[tuple[str, Path]]:
     channel suffix ``_0000`` is dropped from names; other channels are skipped."""
     path = Path(path)
     if path.is_file():
-        return [(_case_name(path.name), path)]
+        return [(case_name(path.name, channel_suffix=False).removesuffix("_0000"), path)]
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise MissingFileError(f"{path}: no such file or folder")
     if list_frames(path):
         return [(path.name, path)]
-    cases = []
-    for entry in sorted(path.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file() and entry.name.lower().endswith(VOLUME_SUFFIXES):
-            stem = strip_suffix(entry.name)
-            if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() and stem[-4:] != "0000":
-                continue
-            cases.append((_case_name(entry.name), entry))
-        elif entry.is_dir() and list_frames(entry):
-            cases.append((entry.name, entry))
+    cases = list(scan_cases(path, channel_suffix=True).items())
     if not cases:
-        raise FileNotFoundError(f"{path}: no images ({', '.join(VOLUME_SUFFIXES + FRAME_SUFFIXES)})")
+        raise MissingFileError(f"{path}: no images ({', '.join(VOLUME_SUFFIXES + FRAME_SUFFIXES)})")
     return cases
-
-
-def _case_name(filename: str) -> str:
-    stem = strip_suffix(filename)
-    return stem[:-5] if stem.endswith("_0000") else stem
 
 
 def _ending(path: Path) -> str:
@@ -71,13 +57,8 @@ def _ending(path: Path) -> str:
 
 def boxes_from_labels(labels: np.ndarray, axis: int, is_video: bool = False) -> dict[int, list[float]]:
     """One box per slice around all foreground (x0, y0, x1, y1 in voxels); no box where empty."""
-    slices = labels_to_slices(labels, axis, is_video)
-    boxes = {}
-    for i, s in enumerate(slices):
-        rows, cols = np.nonzero(s)
-        if rows.size:
-            boxes[i] = [float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())]
-    return boxes
+    boxes = boxes_from_mask(labels_to_slices(labels, axis, is_video) > 0)
+    return {i: [float(v) for v in box] for i, box in enumerate(boxes) if not np.isnan(box).any()}
 
 
 def _check_boxes(boxes: dict, volume: Volume, axis: int, source: str) -> dict[int, list[float]]:
@@ -87,11 +68,61 @@ def _check_boxes(boxes: dict, volume: Volume, axis: int, source: str) -> dict[in
     for key, box in boxes.items():
         index = int(key)
         if not 0 <= index < n:
-            raise ValueError(f"{source}: box for slice {index}, but the image has {n} slices")
+            raise InputError(f"{source}: box for slice {index}, but the image has {n} slices")
         if len(box) != 4 or not (0 <= box[0] <= box[2] < cols and 0 <= box[1] <= box[3] < rows):
-            raise ValueError(f"{source}: box {box} for slice {index} lies outside the {cols}x{rows} slice")
+            raise InputError(f"{source}: box {box} for slice {index} lies outside the {cols}x{rows} slice")
         out[index] = [float(v) for v in box]
     return out
+
+
+@dataclass
+class _Outputs:
+    """Where and what ``predict_inputs`` writes."""
+
+    folder: Path
+    output_format: str | None
+    save_probabilities: bool
+    overlays: bool
+
+    def write(self, name: str, path: Path, result: Prediction, predictor: Predictor) -> Path:
+        volume = result.volume
+        target = self.folder / name if volume.is_video else self.folder / f"{name}{self.output_format or _ending(path)}"
+        written = write_label(target, result.labels, volume)
+        if self.save_probabilities:
+            with atomic_path(self.folder / f"{name}_probabilities.npz") as tmp, open(tmp, "wb") as f:
+                np.savez_compressed(
+                    f,
+                    probabilities=result.probabilities,
+                    spacing=np.asarray(volume.spacing),
+                    origin=np.asarray(volume.origin),
+                    direction=np.asarray(volume.direction),
+                )
+        if self.overlays:
+            axis = result.slice_axis
+            grey = predictor.normalization(to_slices(volume, axis)[0])
+            grey = np.moveaxis(grey, 1, -1) if grey.shape[1] == 3 else grey[:, 0]
+            labels = labels_to_slices(result.labels, axis, volume.is_video)
+            save_overlays(grey, labels, self.folder / "overlays", name)
+        return written
+
+
+def _read_boxes_file(boxes_file: str | os.PathLike | None) -> dict:
+    if boxes_file is None:
+        return {}
+    try:
+        return json.loads(Path(boxes_file).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"{boxes_file}: cannot read boxes: {err}") from None
+
+
+def _case_boxes(name: str, volume: Volume, all_boxes: dict, boxes_file, labels_dir) -> dict | None:
+    axis = slice_axis(volume)
+    if labels_dir is not None:
+        ref_path = _find_label(Path(labels_dir), name, volume)
+        return boxes_from_labels(read_label(ref_path, volume).array, axis, volume.is_video)
+    if name in all_boxes:
+        return _check_boxes(all_boxes[name], volume, axis, str(boxes_file))
+    return None
 
 
 def predict_inputs(
@@ -108,14 +139,12 @@ def predict_inputs(
 ) -> PredictReport:
     """Predict every case; a bad case is reported and skipped, the others still finish."""
     cases = find_inputs(inputs)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    all_boxes = {}
-    if boxes_file is not None:
-        try:
-            all_boxes = json.loads(Path(boxes_file).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{boxes_file}: cannot read boxes: {err}") from None
+    outputs = _Outputs(Path(output_dir), output_format, save_probabilities, overlays)
+    try:
+        outputs.folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{outputs.folder}: cannot create the output folder: {err.strerror}") from None
+    all_boxes = _read_boxes_file(boxes_file)
     report = PredictReport()
     iterator = cases
     if progress:
@@ -125,33 +154,10 @@ def predict_inputs(
     for name, path in iterator:
         try:
             volume = read_volume(path)
-            axis = slice_axis(volume)
-            boxes = None
-            if boxes_from_labels_dir is not None:
-                ref_path = _find_label(Path(boxes_from_labels_dir), name, volume)
-                boxes = boxes_from_labels(read_label(ref_path, volume).array, axis, volume.is_video)
-            elif name in all_boxes:
-                boxes = _check_boxes(all_boxes[name], volume, axis, str(boxes_file))
+            boxes = _case_boxes(name, volume, all_boxes, boxes_file, boxes_from_labels_dir)
             result = predictor.predict(volume, boxes=boxes, return_probabilities=save_probabilities, progress=progress)
-            if volume.is_video:
-                target = out / name
-            else:
-                target = out / f"{name}{output_format or _ending(path)}"
-            report.written.append(write_label(target, result.labels, volume))
-            if save_probabilities:
-                with atomic_path(out / f"{name}_probabilities.npz") as tmp, open(tmp, "wb") as f:
-                    np.savez_compressed(
-                        f,
-                        probabilities=result.probabilities,
-                        spacing=np.asarray(volume.spacing),
-                        origin=np.asarray(volume.origin),
-                        direction=np.asarray(volume.direction),
-                    )
-            if overlays:
-                grey = predictor.normalization(to_slices(volume, axis)[0])
-                grey = np.moveaxis(grey, 1, -1) if grey.shape[1] == 3 else grey[:, 0]
-                save_overlays(grey, labels_to_slices(result.labels, axis, volume.is_video), out / "overlays", name)
-        except (ImageReadError, ValueError, FileNotFoundError, OSError) as err:
+            report.written.append(outputs.write(name, path, result, predictor))
+        except (MasamError, OSError) as err:
             report.failed[name] = str(err)
     return report
 
@@ -162,4 +168,4 @@ def _find_label(folder: Path, name: str, volume: Volume) -> Path:
     for suffix in VOLUME_SUFFIXES:
         if (folder / f"{name}{suffix}").is_file():
             return folder / f"{name}{suffix}"
-    raise FileNotFoundError(f"{folder}: no reference label for {name}")
+    raise MissingFileError(f"{folder}: no reference label for {name}")

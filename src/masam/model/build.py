@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from .image_encoder import ImageEncoderViT3D
 from .masam import MASAM
 from .mask_decoder import MaskDecoder
@@ -59,13 +60,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+            raise ConfigError(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.image_size <= 0 or self.image_size % PATCH_SIZE:
-            raise ValueError(f"image size must be a positive multiple of {PATCH_SIZE}, got {self.image_size}")
+            raise ConfigError(f"image size must be a positive multiple of {PATCH_SIZE}, got {self.image_size}")
         if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+            raise ConfigError(f"num_classes must be at least 1, got {self.num_classes}")
         if self.rank < 1:
-            raise ValueError(f"FacT rank must be at least 1, got {self.rank}")
+            raise ConfigError(f"FacT rank must be at least 1, got {self.rank}")
         if self.adapter_width is None:
             self.adapter_width = ARCHS[self.arch].adapter_width
 

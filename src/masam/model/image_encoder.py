@@ -47,13 +47,13 @@ class Adapter3D(nn.Module):
         self.conv = nn.Conv3d(width, width, kernel_size=(kernel, 1, 1), padding="same")
         self.up = nn.Linear(width, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, slices: int) -> torch.Tensor:
         n, h, w, c = x.shape
-        y = self.down(self.norm(x)).reshape(n // depth, depth, h * w, -1)
+        y = self.down(self.norm(x)).reshape(n // slices, slices, h * w, -1)
         taps = self.conv.weight[:, :, :, 0, 0]  # [out, in, k]: tap j reads slice d + j - k // 2
         half = taps.shape[-1] // 2
         z = F.linear(y, taps[..., half], self.conv.bias)
-        for offset in range(1, min(half, depth - 1) + 1):
+        for offset in range(1, min(half, slices - 1) + 1):
             z[:, offset:] += F.linear(y[:, :-offset], taps[..., half - offset])
             z[:, :-offset] += F.linear(y[:, offset:], taps[..., half + offset])
         z = self.up(F.gelu(z))
@@ -71,6 +71,14 @@ def relative_position_index(size: int, device: torch.device | None = None) -> to
 # (extra q/k columns) is used instead.
 BIAS_BYTES = 2**28
 
+# The attention computations, by name. "reference": SAM's arithmetic written out (scores
+# materialised, softmax(q k^T / sqrt(d) + relative-position bias) v), slow but plain: the one the
+# others are tested against. "sdpa-bias": the relative position as an additive bias inside
+# scaled_dot_product_attention (fast without autograd). "sdpa-columns": the relative position as
+# extra q/k columns (differentiable through the fused kernels). "sdpa" (default): bias without
+# autograd while one image's bias fits in BIAS_BYTES, columns otherwise.
+ATTENTION_PATHS = ("sdpa", "sdpa-bias", "sdpa-columns", "reference")
+
 
 class Attention(nn.Module):
     """Multi-head self-attention with decomposed relative position and FacT deltas on q and v,
@@ -87,6 +95,8 @@ class Attention(nn.Module):
       ``scaled_dot_product_attention`` with q, k, v as strided views of qkv; with autograd, extra
       q/k columns (see :func:`_attention_position_columns`), because the fused kernels do not
       differentiate a mask and the unfused one would materialise every attention matrix.
+
+    ``path`` names the computation (:data:`ATTENTION_PATHS`); every path gives the same result.
     """
 
     def __init__(
@@ -111,6 +121,7 @@ class Attention(nn.Module):
         self.fact_v = nn.Linear(rank, rank, bias=False)
         self.fact_dropout = nn.Dropout(fact_dropout)
         self.fact_scale = fact_scale
+        self.path = "sdpa"
 
     def _qkv(self, x: torch.Tensor, fact: FacTFactors, with_bias: bool = True) -> torch.Tensor:
         dim = x.shape[-1]
@@ -144,23 +155,16 @@ class Attention(nn.Module):
         q_grid = q.reshape(n, heads, h, w, head_dim)
         rel_h = torch.einsum("nghwc,hkc->nghwk", q_grid, self.rel_pos_h[relative_position_index(h, qkv.device)])
         rel_w = torch.einsum("nghwc,wkc->nghwk", q_grid, self.rel_pos_w[relative_position_index(w, qkv.device)])
-        bias_bytes = heads * (h * w) ** 2 * qkv.element_size()  # per image
-        if qkv.requires_grad or bias_bytes > BIAS_BYTES:
+        path = self.path
+        if path == "sdpa":
+            bias_bytes = heads * (h * w) ** 2 * qkv.element_size()  # per image
+            path = "sdpa-columns" if qkv.requires_grad or bias_bytes > BIAS_BYTES else "sdpa-bias"
+        if path == "reference":
+            out = reference_attention(q, k, v, rel_h, rel_w).transpose(1, 2)
+        elif path == "sdpa-columns":
             out = _attention_position_columns(q, k, v, rel_h, rel_w).transpose(1, 2)
         else:
-            # Without autograd a [n, heads, hw, hw] bias is cheaper than the extra columns: SDPA
-            # reads it once, and q, k, v stay strided views of qkv (no copies). It is built for a
-            # few images at a time, so that it stays within BIAS_BYTES. einsum hands back permuted
-            # layouts, and a broadcast sum of those would be laid out alike and copied once more.
-            rel_h, rel_w = rel_h.contiguous(), rel_w.contiguous()
-            parts = []
-            step = BIAS_BYTES // bias_bytes
-            for i in range(0, n, step):
-                j = min(i + step, n)
-                bias = (rel_h[i:j, ..., :, None] + rel_w[i:j, ..., None, :]).reshape(j - i, heads, h * w, h * w)
-                o = F.scaled_dot_product_attention(q[i:j], k[i:j], v[i:j], attn_mask=bias.to(q.dtype))
-                parts.append(o.transpose(1, 2))  # SDPA's output is laid out [n, hw, heads, d]
-            out = parts[0] if len(parts) == 1 else torch.cat(parts)
+            out = _attention_position_bias(q, k, v, rel_h, rel_w)
         return out.reshape(n, h, w, heads * head_dim)
 
     def forward(self, x: torch.Tensor, fact: FacTFactors) -> torch.Tensor:
@@ -184,6 +188,39 @@ class Attention(nn.Module):
         else:
             out = self._attend(qkv)
         return self.proj(out)
+
+
+def reference_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+) -> torch.Tensor:
+    """SAM's attention written out: ``softmax(q k^T / sqrt(d) + B) v`` with the decomposed relative
+    position ``B[(qh, qw), (kh, kw)] = rel_h[qh, qw, kh] + rel_w[qh, qw, kw]``, every score
+    materialised. Shapes as :func:`_attention_position_columns`."""
+    n, heads, hw, head_dim = q.shape
+    bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(n, heads, hw, hw)
+    scores = (q * head_dim**-0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
+    return scores.softmax(dim=-1) @ v
+
+
+def _attention_position_bias(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+) -> torch.Tensor:
+    """Attention with the relative position as an additive SDPA bias, built for a few images at a
+    time so that it stays within BIAS_BYTES: ``[N, heads, h*w, d]`` -> ``[N, h*w, heads, d]``.
+
+    Without autograd a ``[n, heads, hw, hw]`` bias is cheaper than the extra columns: SDPA reads it
+    once, and q, k, v stay strided views of qkv (no copies). einsum hands back permuted layouts, and
+    a broadcast sum of those would be laid out alike and copied once more."""
+    n, heads, hw, _ = q.shape
+    rel_h, rel_w = rel_h.contiguous(), rel_w.contiguous()
+    step = max(1, BIAS_BYTES // (heads * hw * hw * q.element_size()))
+    parts = []
+    for i in range(0, n, step):
+        j = min(i + step, n)
+        bias = (rel_h[i:j, ..., :, None] + rel_w[i:j, ..., None, :]).reshape(j - i, heads, hw, hw)
+        o = F.scaled_dot_product_attention(q[i:j], k[i:j], v[i:j], attn_mask=bias.to(q.dtype))
+        parts.append(o.transpose(1, 2))  # SDPA's output is laid out [n, hw, heads, d]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _attention_position_columns(
@@ -241,7 +278,7 @@ def window_unpartition(
 class Block(nn.Module):
     """One ViT block of MA-SAM: 3D adapter, (windowed) attention with FacT, 3D adapter, MLP.
 
-    ``x``: ``[B * D, H, W, C]`` -> same shape; ``depth`` is D.
+    ``x``: ``[B * D, H, W, C]`` -> same shape; ``slices`` is D.
     """
 
     def __init__(
@@ -266,10 +303,10 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
 
-    def forward(self, x: torch.Tensor, depth: int, fact: FacTFactors) -> torch.Tensor:
-        x = self.adapter_attn(x, depth)
+    def forward(self, x: torch.Tensor, slices: int, fact: FacTFactors) -> torch.Tensor:
+        x = self.adapter_attn(x, slices)
         x = x + self.attn(self.norm1(x), fact)
-        x = self.adapter_mlp(x, depth)
+        x = self.adapter_mlp(x, slices)
         return x + self.mlp(self.norm2(x))
 
 
@@ -338,11 +375,19 @@ class ImageEncoderViT3D(nn.Module):
         )
         self.grad_checkpointing = False
 
-    def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+    def set_attention(self, path: str) -> None:
+        """Choose the attention computation of every block by name (:data:`ATTENTION_PATHS`)."""
+        if path not in ATTENTION_PATHS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_PATHS)}, got {path!r}")
+        for block in self.blocks:
+            block.attn.path = path
+
+    def forward(self, x: torch.Tensor, slices: int) -> torch.Tensor:
+        """``slices``: D, the slices per stack (consecutive along the first axis of ``x``)."""
         x = self.patch_embed(x) + self.pos_embed
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, depth, self.fact, use_reentrant=False)
+                x = checkpoint(block, x, slices, self.fact, use_reentrant=False)
             else:
-                x = block(x, depth, self.fact)
+                x = block(x, slices, self.fact)
         return self.neck(x.permute(0, 3, 1, 2))

@@ -12,6 +12,7 @@ from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
 if TYPE_CHECKING:
+    from ..spec import InputSpec
     from .build import ModelConfig
 
 
@@ -54,9 +55,10 @@ class MASAM(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.config = config
-        # Set by the loaders: which SAM weights the encoder came from, and free-form metadata
-        # (modality, normalisation, ...) that travels with our weights files.
+        # Set by the loaders and the trainer: which SAM weights the encoder came from, what input
+        # the model expects, and free-form metadata; all travel with our weights files.
         self.base_fingerprint: str | None = None
+        self.input_spec: InputSpec | None = None
         self.metadata: dict = {}
 
     @property
@@ -72,6 +74,11 @@ class MASAM(nn.Module):
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.image_encoder.grad_checkpointing = enabled
 
+    def set_attention(self, path: str) -> None:
+        """The image encoder's attention computation by name: "sdpa" (default), "sdpa-bias",
+        "sdpa-columns" or "reference" (see ``image_encoder.ATTENTION_PATHS``)."""
+        self.image_encoder.set_attention(path)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image embeddings of a batch of stacks: ``[B, D, 3, S, S]`` -> ``[B * D, 256, S/16, S/16]``."""
         if x.ndim != 5 or x.shape[2] != 3:
@@ -86,16 +93,16 @@ class MASAM(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Masks from image embeddings ``[B * D, 256, h, w]``; see :meth:`forward` for the output."""
         n = embeddings.shape[0]
-        depth = n // batch
+        slices = n // batch
         if boxes is not None:
-            if boxes.shape != (batch, depth, 4):
-                raise ValueError(f"expected boxes [B, D, 4] = {[batch, depth, 4]}, got {list(boxes.shape)}")
+            if boxes.shape != (batch, slices, 4):
+                raise ValueError(f"expected boxes [B, D, 4] = {[batch, slices, 4]}, got {list(boxes.shape)}")
             boxes = boxes.reshape(n, 4).to(embeddings.dtype)
         sparse, dense = self.prompt_encoder(boxes=boxes, batch_size=1)
         logits, iou = self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense)
         return {
-            "logits": logits.reshape(batch, depth, *logits.shape[1:]),
-            "iou_predictions": iou.reshape(batch, depth, -1),
+            "logits": logits.reshape(batch, slices, *logits.shape[1:]),
+            "iou_predictions": iou.reshape(batch, slices, -1),
         }
 
     def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

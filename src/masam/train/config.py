@@ -1,51 +1,85 @@
-"""Training options, their defaults and the paper's preset."""
+"""Training settings (declared once: default, help and command-line group per field) and presets.
+
+Add a setting: a field with :func:`masam.options.setting`; ``masam train`` gets its flag, and
+``--help`` shows its default, in its group."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
+
+from ..allocator import TRAINING_POLICIES
+from ..data.config import ct_window_setting, image_size_setting, modality_setting, mri_percentile_setting
+from ..errors import ConfigError
+from ..options import check_presets, setting
+from ..precision import PRECISIONS
+
+GROUPS = ("data", "model", "optimisation", "schedule", "runtime")
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = ""
-    output: str = ""
-    sam_checkpoint: str | None = None
-    arch: str = "vit_b"
-    modality: str | None = None
-    ct_window: tuple[float, float] = (-200.0, 250.0)
-    mri_percentile: float = 99.0
-    epochs: int = 400
-    stop_epoch: int | None = 300  # the paper schedules 400 epochs and stops at 300
-    iterations: int | None = None  # if set: optimizer steps to run (overrides epochs)
-    batch_size: int = 24
-    accumulate: int = 1
-    lr: float = 8e-4
-    warmup: int = 250
-    power: float = 7.0
-    weight_decay: float = 0.1
-    slices: int = 5
-    image_size: int = 512
-    rank: int = 32
-    scale: float = 1.0
-    adapter_kernel: int = 3
-    prompt: str = "none"  # none | box
-    box_jitter: float = 0.1
-    dice_weight: float = 0.8
-    include_background: bool = True
-    augment: bool = True
-    fact_dropout: float = 0.1
-    val_every: int = 20  # epochs; 0 = no validation
-    val_fraction: float = 0.2
-    split_file: str | None = None
-    seed: int = 1234
-    precision: str = "fp32"  # fp32 | bf16 | fp16
-    grad_checkpoint: bool = False
-    host_allocator: str = "auto"  # see masam.allocator.training_policy
-    workers: int = 2
-    device: str = "cpu"
-    save_every: int = 0  # optimizer steps between resumable states; 0 = at the end of each epoch
-    resume: bool = False
+    # data
+    dataset: str = setting(
+        "", "dataset folder (nnU-Net raw layout, or video sequences)", "data", short="-d", required=True
+    )
+    modality: str | None = modality_setting()
+    ct_window: tuple[float, float] = ct_window_setting()
+    mri_percentile: float = mri_percentile_setting()
+    val_fraction: float = setting(0.2, "share of cases held out for validation", "data")
+    split_file: str | None = setting(None, "JSON {train: [...], val: [...]} instead of a seeded split", "data")
+    augment: bool = setting(True, "augmentation; --no-augment switches it off", "data", flag="--no-augment")
+    box_jitter: float = setting(0.1, "box prompts: each side moved by up to this share of the box", "data")
+    # model
+    sam_checkpoint: str | None = setting(None, "official SAM .pth to fine-tune (arch read from it)", "model")
+    arch: str | None = setting(
+        None, "vit_b, vit_l, vit_h or vit_tiny; without --sam-checkpoint: randomly initialised", "model",
+        default_text="the SAM checkpoint's",
+    )  # fmt: skip
+    image_size: int = image_size_setting()
+    slices: int = setting(5, "slices per stack", "model")
+    rank: int = setting(32, "FacT rank", "model")
+    scale: float = setting(1.0, "FacT scale s", "model")
+    adapter_kernel: int = setting(3, "adapter taps over slices; 1 = 2D only", "model")
+    fact_dropout: float = setting(0.1, "dropout on the FacT path", "model")
+    prompt: str = setting("none", "prompt-free, or one box per slice", "model", choices=("none", "box"))
+    # optimisation
+    batch_size: int = setting(24, "stacks per step and process", "optimisation")
+    accumulate: int = setting(1, "micro-batches per optimizer step", "optimisation")
+    lr: float = setting(8e-4, "peak learning rate", "optimisation")
+    weight_decay: float = setting(0.1, "AdamW weight decay", "optimisation")
+    dice_weight: float = setting(0.8, "weight of the Dice loss (cross-entropy: 1 - this)", "optimisation")
+    include_background: bool = setting(
+        True, "the background in the Dice loss (the original's); --exclude-background leaves it out",
+        "optimisation", flag="--exclude-background",
+    )  # fmt: skip
+    precision: str = setting("fp32", "compute precision; fp16 needs CUDA", "optimisation", choices=tuple(PRECISIONS))
+    grad_checkpoint: bool = setting(False, "recompute encoder blocks in backward (less memory)", "optimisation")
+    # schedule
+    epochs: int = setting(400, "epochs in the schedule", "schedule")
+    stop_epoch: int | None = setting(300, "stop early at this epoch (as the paper)", "schedule")
+    iterations: int | None = setting(
+        None, "optimizer steps to run instead of epochs", "schedule", default_text="none: run by epochs"
+    )
+    warmup: int = setting(250, "warm-up steps", "schedule")
+    power: float = setting(7.0, "exponent of the polynomial decay", "schedule")
+    val_every: int = setting(20, "epochs between validations; 0 = none", "schedule")
+    save_every: int = setting(0, "optimizer steps between resumable states; 0 = at the end of each epoch", "schedule")
+    # runtime
+    output: str = setting("", "run folder for models, state, logs and the cache", "runtime", short="-o", required=True)
+    seed: int = setting(1234, "random seed", "runtime")
+    workers: int = setting(2, "data-loader workers per process", "runtime")
+    device: str = setting("cpu", "cpu or cuda", "runtime")
+    host_allocator: str = setting(
+        "auto",
+        "host memory policy: lean returns large blocks to the system (less memory, slower), reuse keeps them "
+        "(faster), lean-forward is lean in the forward pass only; auto: lean with --grad-checkpoint, else "
+        "lean-forward",
+        "runtime",
+        choices=("auto", *TRAINING_POLICIES),
+    )
+    resume: bool = setting(False, "continue the run in --output", "runtime")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -58,17 +92,49 @@ class TrainConfig:
         return out
 
 
-PAPER_PRESET = {
-    "batch_size": 24,
-    "image_size": 512,
-    "slices": 5,
-    "lr": 8e-4,
-    "warmup": 250,
-    "power": 7.0,
-    "epochs": 400,
-    "stop_epoch": 300,
-    "rank": 32,
-    "scale": 1.0,
-    "weight_decay": 0.1,
-    "dice_weight": 0.8,
+# Named partial settings, applied over the defaults and under what is given on the command line.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "batch_size": 24,
+        "image_size": 512,
+        "slices": 5,
+        "lr": 8e-4,
+        "warmup": 250,
+        "power": 7.0,
+        "epochs": 400,
+        "stop_epoch": 300,
+        "rank": 32,
+        "scale": 1.0,
+        "weight_decay": 0.1,
+        "dice_weight": 0.8,
+    },
 }
+check_presets(TrainConfig, PRESETS)
+PAPER_PRESET = PRESETS["paper"]
+
+
+@dataclass
+class TrainSession:
+    """Options of one ``masam train`` command that are not part of the run's settings."""
+
+    preset: str | None = setting(
+        None, "named settings applied under the options given (masam.train.PRESETS)", "runtime", choices=tuple(PRESETS)
+    )
+    stop_after: int | None = setting(None, "save a resumable state and stop after N steps of this run", "runtime")
+    check_sync: bool = setting(False, "(debugging) verify that all ranks hold the same weights", "runtime")
+    quiet: bool = setting(False, "no progress bar", "runtime")
+
+
+def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> TrainConfig:
+    """The run's settings: defaults, then the preset, then the options given. ``--iterations``
+    without ``--epochs`` runs by steps alone (no early stop epoch)."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = TrainConfig().to_dict()
+    values.update(PRESETS[preset] if preset else {})
+    values.update(given)
+    if given.get("iterations") is not None and "epochs" not in given:
+        values["stop_epoch"] = None
+    if values["sam_checkpoint"] is None and values["arch"] is None:
+        raise ConfigError("give --sam-checkpoint (fine-tune SAM) or --arch (train from random initialisation)")
+    return TrainConfig.from_dict(values)
