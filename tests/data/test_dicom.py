@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
-from masam.data.dicom import find_series, read_series, series_case_name
+from masam.data.dicom import find_series, read_series, series_case_name, volume_from_series
 from masam.data.io import ImageReadError, read_volume
 from tests.conftest import SHARED, require_shared
 
@@ -171,6 +171,7 @@ def test_two_series_in_one_folder_are_split(tmp_path):
     assert str(folder) in str(err.value) and series[1].uid in str(err.value)
     chosen = read_series(folder, series_uid=series[0].uid)
     assert chosen.array.shape == (3, 512, 512) and chosen.source.uid == series[0].uid
+    np.testing.assert_array_equal(volume_from_series(series[1]).array, read_series(DICOM / "philips_ct_phantom").array)
     with pytest.raises(ImageReadError, match="no series with UID 1.2.3"):
         read_series(folder, series_uid="1.2.3")
 

@@ -246,7 +246,13 @@ def read_series(
     """One DICOM series as a ``Volume`` (``array`` [z, y, x], z along the slice normal; geometry as
     SimpleITK's series reader gives it; rescale slope and intercept applied, as float32 when they
     vary between slices). ``Volume.source`` holds the ``SeriesInfo`` (files, SOPInstanceUIDs)."""
-    series = select_series(folder, series_uid)
+    return volume_from_series(select_series(folder, series_uid), spacing_tolerance, tilt_tolerance)
+
+
+def volume_from_series(
+    series: SeriesInfo, spacing_tolerance: float = SPACING_TOLERANCE, tilt_tolerance: float = TILT_TOLERANCE
+) -> Volume:
+    """A series found by ``find_series`` as a ``Volume``, checked first (see ``read_series``)."""
     check_series(series, spacing_tolerance, tilt_tolerance)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in series.files])
