@@ -25,7 +25,9 @@ SPACING_TOLERANCE = 0.05
 """Largest deviation of one slice gap from the median gap, as a fraction of the median."""
 TILT_TOLERANCE = 0.1
 """Largest in-plane offset of a slice position from the normal through the first slice, in pixels."""
-_REQUIRED = ("SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns")
+_REQUIRED = (
+    "SeriesInstanceUID", "SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns",
+)  # fmt: skip
 
 
 @dataclass
@@ -73,7 +75,8 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
 
 def _normal(ds: pydicom.Dataset) -> np.ndarray:
     iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
-    return np.cross(iop[:3], iop[3:])
+    normal = np.cross(iop[:3], iop[3:])
+    return normal / (np.linalg.norm(normal) or 1.0)  # direction cosines are stored rounded
 
 
 def _position(ds: pydicom.Dataset) -> np.ndarray:

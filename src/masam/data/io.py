@@ -69,6 +69,8 @@ def read_volume(path: str | os.PathLike) -> Volume:
     hold exactly one; ``masam.data.dicom.read_series`` picks one of several)."""
     path = Path(path)
     if path.is_dir():
+        if has_suffix(path.name, VOLUME_SUFFIXES):
+            raise ImageReadError(f"{path}: is a folder, named like an image file")
         if not list_frames(path):
             from .dicom import is_dicom_folder, read_series  # dicom builds on this module
 
