@@ -92,8 +92,9 @@ def _sort_key(normal: np.ndarray):
 
 
 def find_series(folder: str | os.PathLike) -> list[SeriesInfo]:
-    """All single-frame DICOM image series under ``folder`` (searched recursively), non-DICOM files
-    ignored, ordered by series number and UID. Case names are made unique with a UID tail."""
+    """All single-frame DICOM image series under ``folder`` (searched recursively; each series'
+    ``folder`` is the deepest folder holding all its files), non-DICOM files ignored, ordered by
+    series number and UID. Case names are made unique with a UID tail."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageReadError(f"{folder}: no such folder")
@@ -112,7 +113,7 @@ def find_series(folder: str | os.PathLike) -> list[SeriesInfo]:
                 uid=uid,
                 description=str(first.get("SeriesDescription") or ""),
                 number=None if number in (None, "") else int(number),
-                folder=folder,
+                folder=Path(os.path.commonpath([p.parent for p, _ in items])),  # the series' own folder
                 files=[p for p, _ in items],
                 sop_instance_uids=[str(ds.SOPInstanceUID) for _, ds in items],
                 headers=[ds for _, ds in items],
