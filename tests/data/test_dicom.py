@@ -189,3 +189,9 @@ def test_equal_names_get_a_uid_suffix_and_empty_folder_is_refused(tmp_path):
     (empty / "notes.txt").write_text("not DICOM")
     with pytest.raises(ImageReadError, match="no DICOM image series"):
         read_series(empty)
+
+
+def test_series_in_subfolders_are_found_with_their_own_folder(tmp_path):
+    a, b = _copy("ge_ct_3slice", tmp_path / "study" / "a"), _copy("siemens_mr_sagittal", tmp_path / "study" / "b")
+    series = find_series(tmp_path / "study")
+    assert [(s.case_name, s.folder) for s in series] == [("series_2", a), ("Product_EPI_Sag_Ascending_5001", b)]
