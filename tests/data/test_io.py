@@ -111,3 +111,11 @@ def test_label_frames_keep_their_class_indices(tmp_path):
     Image.fromarray(np.stack([indices * 100] * 3, -1)).save(colour_dir / "0.png")
     with pytest.raises(ImageReadError, match="0.png: a label frame must hold class indices"):
         read_frames(colour_dir, label=True)
+
+
+def test_folder_named_like_an_image_is_reported_as_a_folder(tmp_path):
+    folder = tmp_path / "case_0000.nii.gz"
+    folder.mkdir()
+    with pytest.raises(ImageReadError, match="is a folder") as err:
+        read_volume(folder)
+    assert str(folder) in str(err.value)

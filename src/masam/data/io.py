@@ -8,7 +8,7 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,9 @@ class Volume:
 
     ``array``: volumes ``[z, y, x]`` (SimpleITK's numpy order); video ``[t, y, x, 3]``.
     ``spacing``, ``origin``: SimpleITK order (x, y, z); ``direction``: 9 values, row-major, column
-    i the direction of axis i. ``is_video``: a frame folder (RGB, unit spacing).
+    i the direction of axis i. ``is_video``: a frame folder (RGB, unit spacing). ``source``: where
+    the voxels came from when a writer needs more than the geometry (a DICOM series:
+    ``masam.data.dicom.SeriesInfo``, for DICOM-SEG output); None for files.
     """
 
     array: np.ndarray
@@ -37,6 +39,7 @@ class Volume:
     direction: tuple[float, ...]
     path: Path
     is_video: bool = False
+    source: object | None = field(default=None, repr=False, compare=False)
 
     def same_geometry(self, other: Volume, tol: float = 1e-4) -> bool:
         return (
@@ -59,9 +62,17 @@ def strip_suffix(name: str) -> str:
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
-    """A 3D scalar image, or a video sequence if ``path`` is a folder of frames."""
+    """A 3D scalar image; for a folder, a video sequence (frames) or a DICOM series (the folder must
+    hold exactly one; ``masam.data.dicom.read_series`` picks one of several)."""
     path = Path(path)
     if path.is_dir():
+        if has_suffix(path.name, VOLUME_SUFFIXES):
+            raise ImageReadError(f"{path}: is a folder, named like an image file")
+        if not list_frames(path):
+            from .dicom import is_dicom_folder, read_series  # dicom builds on this module
+
+            if is_dicom_folder(path):
+                return read_series(path)
         return read_frames(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
