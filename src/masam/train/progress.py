@@ -133,7 +133,7 @@ def plot_progress(
         ax.grid(alpha=0.3)
     epochs = [r["epoch"] for r in records if isinstance(r.get("epoch"), (int, float))]
     steps = [r["step"] for r in records if isinstance(r.get("step"), (int, float))]
-    where = [f"epoch {max(epochs)}"] * bool(epochs) + [f"step {max(steps)}"] * bool(steps)
+    where = ([f"epoch {max(epochs)}"] if epochs else []) + ([f"step {max(steps)}"] if steps else [])
     figure.suptitle("training progress" + (f" ({', '.join(where)})" if where else ""))
     path = Path(path)
     with atomic_path(path) as tmp:
