@@ -127,9 +127,8 @@ class Images(HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("report")
+def build_report(folder):
+    """Three cases, their evaluation, a run folder with progress.png, and the report: (path, results)."""
     for i in range(3):
         write_case(folder, f"case{i}", body(seed=i))
     results = evaluate_folders(folder / "preds", folder / "refs", class_names=NAMES)
@@ -139,6 +138,11 @@ def report(tmp_path_factory):
     plot_progress(records, run / "progress.png")
     cases = find_report_cases(folder / "images", folder / "preds", folder / "refs")
     return write_report(folder / "report.html", results, cases, run_dir=run, class_names=NAMES), results
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return build_report(tmp_path_factory.mktemp("report"))
 
 
 def test_report_is_self_contained_and_every_image_decodes(report):
