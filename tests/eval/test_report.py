@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from masam.eval import evaluate_folders
-from masam.eval.report import ReportError, case_panels, choose_slices, class_values, find_report_cases, write_report
-from masam.infer.drawing import REFERENCE_COLOUR, class_colour, render_overlay
+from masam.eval.report import ReportError, case_panels, class_values, find_report_cases, write_report
+from masam.infer.drawing import REFERENCE_COLOUR, choose_slices, class_colour, render_overlay
 from masam.train.progress import plot_progress
 from tests.data.helpers import write_volume
 
@@ -178,3 +178,20 @@ def test_missing_training_curves_and_unknown_classes(tmp_path, report):
         find_report_cases(tmp_path / "images", tmp_path / "no_preds")
     with pytest.raises(ReportError, match="missing: no such folder"):
         find_report_cases(tmp_path / "images", tmp_path / "missing")
+
+
+def test_video_frames_are_drawn_as_they_are():
+    from masam.data.io import Volume
+    from masam.infer.drawing import volume_panels
+
+    frames = np.zeros((4, 20, 30, 3), np.uint8)
+    frames[..., 0] = 200
+    labels = np.zeros((4, 20, 30), np.uint8)
+    labels[:, 2:8, 3:10] = 1  # top left of every frame
+    video = Volume(frames, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), None, is_video=True)
+    panels = volume_panels(video, labels, None, {1: "tool"}, width=60)
+    rgb, caption = panels[0]
+    assert rgb.shape == (40, 60, 3) and caption.startswith("frame ")
+    rows, cols = np.nonzero(np.all(rgb == class_colour(1), axis=-1))
+    assert rows.max() < 20 and cols.max() < 30
+    assert rgb[30, 50, 0] > 150 and rgb[30, 50, 1] < 50  # the frame's own red

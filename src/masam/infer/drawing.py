@@ -12,12 +12,15 @@ in-plane spacing then sets the drawn aspect ratio. Video frames are shown as the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 
 from ..data.io import Volume
+from ..eval.metrics import dice
 from .overlay import PALETTE, contour
 
 REFERENCE_COLOUR = (255, 255, 255)
@@ -100,3 +103,65 @@ def render_overlay(
             if c > 0:
                 rgb[contour(pred_slice == c)] = class_colour(c, colours)
     return rgb
+
+
+def choose_slices(
+    pred: np.ndarray, ref: np.ndarray | None, classes: Mapping[int, str], evenly: int = 3
+) -> list[tuple[int, str]]:
+    """``(slice index, why)`` to draw from label maps ``[n, h, w]``: per class (``{value: name}``)
+    the slice of lowest 2D Dice where prediction or reference has it (without a reference: the
+    largest predicted area; none where every slice is perfect), then ``evenly`` slices evenly spaced
+    over the slices holding any class."""
+    chosen: dict[int, list[str]] = {}
+    for c, name in classes.items():
+        p = (pred == c).reshape(len(pred), -1)
+        r = (ref == c).reshape(len(pred), -1) if ref is not None else np.zeros_like(p)
+        union = (p | r).sum(1)
+        present = np.flatnonzero(union)
+        if not len(present):
+            continue
+        if ref is None:
+            s = int(present[np.argmax(union[present])])
+            chosen.setdefault(s, []).append(f"largest {name}")
+            continue
+        scores = {int(i): dice(p[i], r[i]) for i in present}
+        s = min(scores, key=lambda i: (scores[i], -union[i]))  # lowest Dice, then the largest extent
+        if scores[s] < 1.0:  # a class drawn perfectly everywhere has no worst slice worth a panel
+            chosen.setdefault(s, []).append(f"worst {name} (2D Dice {scores[s]:.2f})")
+    any_fg = (pred > 0).reshape(len(pred), -1).any(1)
+    if ref is not None:
+        any_fg |= (ref > 0).reshape(len(ref), -1).any(1)
+    span = np.flatnonzero(any_fg) if any_fg.any() else np.arange(len(pred))
+    if evenly > 0:
+        for s in np.unique(np.linspace(span[0], span[-1], evenly + 2)[1:-1].round().astype(int)):
+            chosen.setdefault(int(s), []).append("evenly spaced")
+    return [(s, "; ".join(chosen[s])) for s in sorted(chosen)]
+
+
+def volume_panels(
+    volume: Volume,
+    pred: np.ndarray,
+    ref: np.ndarray | None,
+    classes: Mapping[int, str],
+    width: int = 288,
+    evenly: int = 3,
+) -> list[tuple[np.ndarray, str]]:
+    """RGB drawings ``[h, w, 3]`` of the slices :func:`choose_slices` picks, in radiological
+    orientation, each with a caption. ``pred``, ``ref``: label maps on the image's grid (the
+    image's array order); ``classes``: ``{value: name}``; ``width``: pixels per drawing."""
+    image, spacing = radiological(volume.array, volume)
+    pred, _ = radiological(pred, volume)
+    ref = radiological(ref, volume)[0] if ref is not None else None
+    window = intensity_window(image) if not volume.is_video else (0.0, 255.0)
+    size = display_size(pred.shape[1:3], spacing[1:3], width)
+    where = "frame" if volume.is_video else "axial slice"
+    panels = []
+    for s, why in choose_slices(pred, ref, classes, evenly):
+        grey = resize_slice(to_grey(image[s], window), size)
+        rgb = render_overlay(
+            grey,
+            resize_slice(pred[s], size, labels=True),
+            resize_slice(ref[s], size, labels=True) if ref is not None else None,
+        )
+        panels.append((rgb, f"{where} {s + 1} of {len(pred)}: {why}"))
+    return panels
