@@ -230,10 +230,12 @@ def index_box(box: Box3D, volume: Volume, where: str = "box") -> tuple[np.ndarra
     image's outer voxel faces) is an error, as is one that covers no voxel centre."""
     size = np.asarray(volume_shape(volume))
     values = np.asarray(box.box, float).reshape(2, 3)
+    tol = 1e-3  # rounding of corners written from voxel centres or faces
     if box.space == "voxel":
         low, high = values
         inside = (low >= 0).all() and (high <= size - 1).all()
         extent = f"voxel indices 0..{size - 1} (x, y, z)"
+        low, high = np.ceil(low - tol), np.floor(high + tol)  # fractional indices: the voxels inside
     else:
         geometry = sitk.Image([1, 1, 1], sitk.sitkUInt8)
         geometry.SetSpacing(volume.spacing)
@@ -241,7 +243,6 @@ def index_box(box: Box3D, volume: Volume, where: str = "box") -> tuple[np.ndarra
         geometry.SetDirection(volume.direction)
         corners = np.array([geometry.TransformPhysicalPointToContinuousIndex(tuple(c)) for c in values])
         low, high = corners.min(0), corners.max(0)
-        tol = 1e-3  # rounding of corners written from voxel centres or faces
         inside = (low >= -0.5 - tol).all() and (high <= size - 0.5 + tol).all()
         extent = f"continuous indices {np.round(low, 2)}..{np.round(high, 2)} against -0.5..{size - 0.5}"
         low, high = np.ceil(low - tol), np.floor(high + tol)
