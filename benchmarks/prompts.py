@@ -1,0 +1,218 @@
+"""Prompted segmentation (issue 14): Dice of the lesion for each way a user can prompt.
+
+For each task (benchmarks/lesion_data.py: ``synthetic``, ``brats``, ``deeplesion``) it trains three
+vit_tiny models the project's way:
+
+- ``no_prompt``: no boxes (the automatic baseline);
+- ``box``: one box per slice around the lesion (``--prompt box --box-label L``; the original's
+  per-slice-box protocol, which boxed all foreground, is the paper's baseline);
+- ``dropout``: as ``box`` with ``--prompt-dropout 0.5``, one model for automatic and prompted use;
+
+then predicts the test cases with every mode: ``automatic`` (no boxes), ``slice_boxes`` (a box on
+every slice from the reference), ``box_3d`` (one 3D box: the reference's bounding box) and
+``propagate`` (one box on the lesion's largest slice, propagated), each prompt jittered by 0, 10
+and 20% of its box's size. Writes ``benchmarks/results/prompts.json`` with the Dice per case, the
+means, and the ratios the issue asks for.
+
+Needs the CLI flags ``train --box-label N --prompt-dropout P`` and ``predict --boxes FILE`` with
+the 3D and propagated forms (masam.infer.boxes). Run by hand, on a GPU for the full schedule:
+``python benchmarks/prompts.py --device cuda``; ``--tasks synthetic --iterations 50`` for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from lesion_data import write_brats_dataset, write_deeplesion_dataset, write_lesion_dataset
+from results_file import write_result  # the sibling module in benchmarks/
+
+from masam.data import read_label, read_volume, slice_axis
+from masam.data.slices import labels_to_slices
+from masam.eval import dice
+from masam.infer.boxes import Box3D, Prompt, PropagatedBox, SliceBoxes, mask_box, volume_shape
+from masam.infer.run import boxes_from_labels
+
+MODES = ("automatic", "slice_boxes", "box_3d", "propagate")
+JITTERS = (0.0, 0.1, 0.2)
+# task: (writer, lesion label, image size, extra training flags, default iterations)
+TASKS = {
+    "synthetic": (write_lesion_dataset, 2, 64, [], 3000),
+    "brats": (write_brats_dataset, 2, 128, [], 3000),
+    "deeplesion": (write_deeplesion_dataset, 1, 128, ["--ct-window", "0", "255"], 1000),
+}
+MODELS = {
+    "no_prompt": lambda label: [],
+    "box": lambda label: ["--prompt", "box", "--box-label", str(label)],
+    "dropout": lambda label: ["--prompt", "box", "--box-label", str(label), "--prompt-dropout", "0.5"],
+}
+RUNS = {  # which modes each model is asked for: a box-only model has no automatic mode
+    "no_prompt": ("automatic",),
+    "box": ("slice_boxes", "box_3d", "propagate"),
+    "dropout": MODES,
+}
+
+
+def reference_prompts(label: np.ndarray, axis: int, target: int) -> dict[str, Prompt]:
+    """The three prompts a reference ``[z, y, x]`` gives for class ``target``: a box on every slice
+    with the target, its 3D bounding box (voxel), and a box on its largest slice to propagate."""
+    mask = label == target
+    if not mask.any():
+        raise ValueError(f"the reference has no class {target}")
+    per_slice = boxes_from_labels(mask.astype(np.uint8), axis)
+    zyx = np.argwhere(mask)
+    low, high = zyx.min(0)[::-1], zyx.max(0)[::-1]  # to (x, y, z)
+    slices = labels_to_slices(mask, axis)
+    largest = int(slices.reshape(slices.shape[0], -1).sum(1).argmax())
+    return {
+        "slice_boxes": SliceBoxes({i: tuple(b) for i, b in per_slice.items()}),
+        "box_3d": Box3D((*map(float, low), *map(float, high)), "voxel"),
+        "propagate": PropagatedBox(largest, tuple(mask_box(slices[largest]))),
+    }
+
+
+def jitter_box(box, fraction: float, rng: np.random.Generator, limits) -> tuple[float, ...]:
+    """Each side of ``box`` (lows then highs) moved by a uniform amount of up to ``fraction`` of
+    the box's extent along it, rounded to voxels and kept inside ``0..limits`` (highest index per
+    dimension) and non-empty."""
+    box = np.asarray(box, float)
+    half = len(box) // 2
+    low, high = box[:half], box[half:]
+    reach = fraction * (high - low + 1)
+    low = np.rint(low + rng.uniform(-1, 1, half) * reach)
+    high = np.rint(high + rng.uniform(-1, 1, half) * reach)
+    limits = np.asarray(limits, float)
+    low, high = np.clip(low, 0, limits), np.clip(high, 0, limits)
+    low, high = np.minimum(low, high), np.maximum(low, high)
+    return tuple(float(v) for v in (*low, *high))
+
+
+def jitter_prompt(prompt: Prompt, fraction: float, rng: np.random.Generator, volume, axis: int) -> Prompt:
+    """``prompt`` with every box jittered (:func:`jitter_box`); slice boxes each on their own."""
+    size = np.asarray(volume_shape(volume)) - 1  # highest index (x, y, z)
+    rows_cols = [a for a in range(3) if a != axis]
+    slice_limits = (size[2 - rows_cols[1]], size[2 - rows_cols[0]])  # (x, y) of the slice frame
+    if isinstance(prompt, Box3D):
+        return Box3D(jitter_box(prompt.box, fraction, rng, size), prompt.space)
+    if isinstance(prompt, PropagatedBox):
+        return PropagatedBox(prompt.slice, jitter_box(prompt.box, fraction, rng, slice_limits))
+    return SliceBoxes({i: jitter_box(b, fraction, rng, slice_limits) for i, b in prompt.boxes.items()})
+
+
+def prompt_json(prompt: Prompt) -> dict:
+    """The ``--boxes`` JSON form of one case's prompt."""
+    if isinstance(prompt, Box3D):
+        return {"box": list(prompt.box), "space": prompt.space}
+    if isinstance(prompt, PropagatedBox):
+        return {"slice": prompt.slice, "box": list(prompt.box), "propagate": True}
+    return {str(i): list(b) for i, b in prompt.boxes.items()}
+
+
+def write_boxes_files(dataset: Path, target: int, folder: Path, seed: int) -> dict[tuple[str, float], Path]:
+    """One ``--boxes`` JSON per (mode, jitter) for the test cases of ``dataset``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    forms: dict[tuple[str, float], dict] = {}
+    rng = np.random.default_rng(seed)
+    for ref in sorted((dataset / "labelsTs").glob("*.nii.gz")):
+        name = ref.name[: -len(".nii.gz")]
+        image = read_volume(dataset / "imagesTs" / f"{name}_0000.nii.gz")
+        axis = slice_axis(image)
+        prompts = reference_prompts(read_label(ref, image).array, axis, target)
+        for mode, prompt in prompts.items():
+            for fraction in JITTERS:
+                jittered = jitter_prompt(prompt, fraction, rng, image, axis)
+                forms.setdefault((mode, fraction), {})[name] = prompt_json(jittered)
+    files = {}
+    for (mode, fraction), content in forms.items():
+        files[mode, fraction] = folder / f"{mode}_{round(fraction * 100)}.json"
+        files[mode, fraction].write_text(json.dumps(content, indent=1))
+    return files
+
+
+def train(dataset: Path, run: Path, image_size: int, flags: list[str], iterations: int, device: str) -> Path:
+    from masam.cli import main
+
+    args = ["train", "-d", str(dataset), "-o", str(run), "--arch", "vit_tiny", "--image-size", str(image_size)]
+    args += ["--iterations", str(iterations), "--batch-size", "8", "--lr", "1e-3", "--power", "1", "--warmup", "50"]
+    args += ["--exclude-background", "--val-every", "0", "--val-fraction", "0", "--workers", "2", "--quiet"]
+    if main([*args, "--device", device, *flags]) != 0:
+        raise RuntimeError(f"training {run} failed")
+    return run
+
+
+def predict_and_score(run: Path, dataset: Path, boxes: Path | None, out: Path, classes, device: str) -> dict:
+    """Predict ``imagesTs`` (with ``--boxes`` when given) and return Dice per class per case."""
+    from masam.cli import main
+
+    args = ["predict", "-m", str(run), "-i", str(dataset / "imagesTs"), "-o", str(out), "--quiet"]
+    if main([*args, "--device", device, *(["--boxes", str(boxes)] if boxes else [])]) != 0:
+        raise RuntimeError(f"prediction into {out} failed")
+    scores = {}
+    for ref in sorted((dataset / "labelsTs").glob("*.nii.gz")):
+        truth = read_label(ref).array
+        pred = read_label(out / ref.name).array
+        scores[ref.name[: -len(".nii.gz")]] = {str(c): dice(pred == c, truth == c) for c in classes}
+    return scores
+
+
+def run_task(task: str, work: Path, iterations: int | None, device: str, seed: int) -> dict:
+    writer, target, image_size, flags, default_iterations = TASKS[task]
+    dataset = writer(work / task / "data")
+    meta = json.loads((dataset / "dataset.json").read_text())
+    classes = sorted(v for v in meta["labels"].values() if v > 0)
+    boxes = write_boxes_files(dataset, target, work / task / "boxes", seed)
+    result: dict = {"target_class": target, "image_size": image_size, "iterations": iterations or default_iterations}
+    for model, model_flags in MODELS.items():
+        run = train(
+            dataset, work / task / model, image_size, flags + model_flags(target), result["iterations"], device
+        )
+        for mode in RUNS[model]:
+            for fraction in (None,) if mode == "automatic" else JITTERS:
+                file = None if fraction is None else boxes[mode, fraction]
+                key = mode if fraction is None else f"{mode}@{round(fraction * 100)}%"
+                out = work / task / "pred" / model / key.replace("@", "_").replace("%", "")
+                scores = predict_and_score(run, dataset, file, out, classes, device)
+                lesion = [s[str(target)] for s in scores.values()]
+                result.setdefault(model, {})[key] = {"lesion_dice_mean": float(np.mean(lesion)), "cases": scores}
+    result["ratios"] = ratios(result)
+    return result
+
+
+def ratios(result: dict) -> dict:
+    """The issue's targets: 3D box / per-slice boxes >= 0.9 and propagation / per-slice >= 0.85
+    (each model, no jitter), and the dropout model's automatic / the no-prompt model's >= 0.9."""
+
+    def mean(model, key):
+        return result[model][key]["lesion_dice_mean"]
+
+    out = {}
+    for model in ("box", "dropout"):
+        per_slice = max(mean(model, "slice_boxes@0%"), 1e-9)
+        out[f"{model}: box_3d / slice_boxes"] = mean(model, "box_3d@0%") / per_slice
+        out[f"{model}: propagate / slice_boxes"] = mean(model, "propagate@0%") / per_slice
+    out["dropout automatic / no_prompt automatic"] = mean("dropout", "automatic") / max(
+        mean("no_prompt", "automatic"), 1e-9
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--iterations", type=int, default=None, help="training steps (default: per task)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prompt jitter")
+    parser.add_argument("--work", default=None, help="folder for data, runs and predictions (default: temporary)")
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "prompts.json"))
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        results = {task: run_task(task, work, args.iterations, args.device, args.seed) for task in args.tasks}
+    write_result(args.output, {"tasks": results, "jitters": list(JITTERS), "device": args.device})
+
+
+if __name__ == "__main__":
+    main()

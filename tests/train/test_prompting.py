@@ -1,0 +1,81 @@
+"""Training with prompts: boxes around one class, prompt dropout, and batches that mix prompted
+and unprompted samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from masam.train.prompting import box_target, forward_with_prompts, prompt_keep
+from masam.train.trainer import boxes_for_training
+from tests.model.test_model import randomise, tiny
+
+
+def test_boxes_for_one_class_surround_that_class_only():
+    label = torch.zeros(2, 3, 20, 24, dtype=torch.long)
+    label[0, :, 2:16, 3:20] = 1  # organ
+    label[0, 1, 6:9, 10:14] = 2  # lesion inside it, on one slice
+    label[1, 2, 12:18, 1:5] = 2
+    boxes = boxes_for_training(box_target(label, 2), torch.Generator().manual_seed(0), jitter=0.0)
+    expected = torch.full((2, 3, 4), float("nan"))
+    expected[0, 1] = torch.tensor([10.0, 6.0, 13.0, 8.0])  # x0, y0, x1, y1, inclusive
+    expected[1, 2] = torch.tensor([1.0, 12.0, 4.0, 17.0])
+    assert torch.equal(boxes.isnan(), expected.isnan())
+    # boxes_for_training moves each side by up to 1 pixel even at jitter 0
+    assert (boxes.nan_to_num(-1) - expected.nan_to_num(-1)).abs().max() <= 1
+    everything = boxes_for_training(box_target(label, None), torch.Generator().manual_seed(0), jitter=0.0)
+    assert (everything[0, 1] - torch.tensor([3.0, 2.0, 19.0, 15.0])).abs().max() <= 1  # organ + lesion
+    assert box_target(label, None).dtype == torch.uint8 and box_target(label, 2).sum() == 12 + 24
+
+
+def test_prompt_dropout_leaves_out_the_expected_share_reproducibly():
+    keep = prompt_keep(20000, 0.3, torch.Generator().manual_seed(5))
+    assert abs((~keep).float().mean().item() - 0.3) < 0.015  # binomial sd 0.0032
+    assert torch.equal(keep, prompt_keep(20000, 0.3, torch.Generator().manual_seed(5)))
+    assert prompt_keep(50, 0.0, torch.Generator()).all() and not prompt_keep(50, 1.0, torch.Generator()).any()
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        prompt_keep(4, 1.5, torch.Generator())
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomise(tiny(num_classes=2)).eval()
+
+
+def test_a_mixed_batch_equals_prompted_and_unprompted_runs(model):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 3, 64, 64, generator=gen)
+    boxes = torch.tensor([[10.0, 12.0, 40.0, 50.0]]).repeat(3, 2, 1)
+    boxes[0, 1] = float("nan")  # prompted sample, no target on its second slice
+    prompted = torch.tensor([True, False, True])
+    with torch.no_grad():
+        mixed = forward_with_prompts(model, x, boxes, prompted)
+        with_box = model(x[[0, 2]], boxes[[0, 2]])
+        without = model(x[[1]], None)
+        all_nan = model(x[[1]], torch.full((1, 2, 4), float("nan")))
+    for key in ("logits", "iou_predictions"):
+        assert torch.allclose(mixed[key][[0, 2]], with_box[key], atol=1e-5)
+        assert torch.allclose(mixed[key][1], without[key][0], atol=1e-5)
+    # "no prompt" is not "a NaN box": the two decode differently
+    assert (all_nan["logits"] - without["logits"]).abs().max() > 1e-3
+    with torch.no_grad():
+        assert torch.equal(forward_with_prompts(model, x, boxes, torch.ones(3, dtype=bool))["logits"],
+                           model(x, boxes)["logits"])  # fmt: skip
+        assert torch.equal(forward_with_prompts(model, x, boxes, torch.zeros(3, dtype=bool))["logits"],
+                           model(x)["logits"])  # fmt: skip
+
+
+def test_a_mixed_batch_trains_the_box_path_and_the_no_box_path(model):
+    model.train()
+    x = torch.rand(2, 2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    boxes = torch.tensor([[5.0, 5.0, 30.0, 30.0]]).repeat(2, 2, 1)
+    out = forward_with_prompts(model, x, boxes, torch.tensor([True, False]))
+    out["logits"].square().mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.eval()
+    # box corner embeddings learn only from prompted samples; the image encoder from both
+    assert grads["prompt_encoder.point_embeddings.2.weight"].abs().sum() > 0
+    assert np.isfinite(sum(g.abs().sum().item() for g in grads.values()))
+    assert any(n.startswith("image_encoder.") for n in grads)
