@@ -67,7 +67,8 @@ def test_two_models_ensemble_is_the_mean_of_their_probabilities():
 def spec_only(num_classes=2, modality="CT", **kw):
     """What model_spec reads of a model, without building one."""
     config = ModelConfig("vit_tiny", 64, num_classes, rank=4, **kw)
-    return SimpleNamespace(config=config, metadata={"normalization": Normalization(modality).to_dict()})
+    metadata = {"normalization": Normalization(modality).to_dict()}
+    return SimpleNamespace(config=config, metadata=metadata, input_spec=None)
 
 
 def test_incompatible_models_are_a_clear_error():

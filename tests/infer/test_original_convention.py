@@ -1,5 +1,5 @@
 """The original MA-SAM's input convention (masam.data.convention, masam.infer.original) against a
-literal re-implementation of its preprocessing + test.py (reference_original_test.py)."""
+literal re-implementation of its preprocessing + test.py (reference_original.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import masam
 from masam.data import convention as conv
 from masam.infer.original import predict_original
 from tests.conftest import SHARED, official_sam_state, original_adapter_state, require_shared
-from tests.infer import reference_original_test as ref
+from tests.infer import reference_original as ref
 
 CT = SHARED / "data" / "totalsegmentator" / "example_ct_sm.nii.gz"
 

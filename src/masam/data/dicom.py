@@ -19,7 +19,8 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from .io import ImageReadError, Volume
+from ..errors import ImageReadError
+from .volume import Volume
 
 SPACING_TOLERANCE = 0.05
 """Largest deviation of one slice gap from the median gap, as a fraction of the median."""

@@ -167,7 +167,7 @@ def _default_series_number(series: SeriesInfo) -> int:
 
 
 def _masam_version() -> str:
-    from .. import __version__  # the package root imports the model, never this layer
+    from .._version import __version__
 
     return __version__
 

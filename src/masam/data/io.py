@@ -8,7 +8,6 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,37 +16,10 @@ from PIL import Image
 
 from ..errors import ImageReadError, MissingFileError
 from ..fileio import atomic_path
+from .volume import Volume
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-@dataclass
-class Volume:
-    """An image as a numpy array with its geometry.
-
-    ``array``: volumes ``[z, y, x]`` (SimpleITK's numpy order); video ``[t, y, x, 3]``.
-    ``spacing``, ``origin``: SimpleITK order (x, y, z); ``direction``: 9 values, row-major, column
-    i the direction of axis i. ``is_video``: a frame folder (RGB, unit spacing). ``source``: where
-    the voxels came from when a writer needs more than the geometry (a DICOM series:
-    ``masam.data.dicom.SeriesInfo``, for DICOM-SEG output); None for files.
-    """
-
-    array: np.ndarray
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]
-    path: Path
-    is_video: bool = False
-    source: object | None = field(default=None, repr=False, compare=False)
-
-    def same_geometry(self, other: Volume, tol: float = 1e-4) -> bool:
-        return (
-            self.array.shape[:3] == other.array.shape[:3]
-            and np.allclose(self.spacing, other.spacing, atol=tol)
-            and np.allclose(self.origin, other.origin, atol=tol * max(1.0, float(np.abs(self.origin).max())))
-            and np.allclose(self.direction, other.direction, atol=tol)
-        )
 
 
 def has_suffix(path: str | os.PathLike, suffixes: tuple[str, ...]) -> bool:

@@ -29,17 +29,13 @@ class EnsembleError(ValueError):
 
 
 def model_spec(model) -> dict:
-    """What must agree between ensembled models: their classes and their input (image size,
-    slices per stack, normalisation). ``model``: a :class:`masam.model.masam.MASAM`."""
-    config = model.config
-    return {
-        "classes": dict(config.label_names) or config.num_classes,
-        "input": {
-            "image_size": config.image_size,
-            "slices": config.slices,
-            "normalization": (model.metadata or {}).get("normalization"),
-        },
-    }
+    """What must agree between ensembled models: their classes and their input spec (image size,
+    slices per stack, channels, normalisation, convention). ``model``: a :class:`masam.model.masam.MASAM`."""
+    from .predictor import model_input_spec
+
+    spec = model_input_spec(model).to_dict()
+    spec.pop("intensity", None)  # what each model saw in training; it may differ between folds
+    return {"classes": dict(model.config.label_names) or model.config.num_classes, "input": spec}
 
 
 def check_compatible(specs: Mapping[str, dict]) -> None:

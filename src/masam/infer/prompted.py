@@ -38,7 +38,7 @@ def model_slice_probabilities(predictor: Predictor, volume: Volume) -> Callable[
     size = predictor.model.image_size
     rows, cols = to_slices(volume, axis)[0].shape[-2:]
     scale = torch.tensor([size / cols, size / rows, size / cols, size / rows])
-    n, depth = slices.shape[0], predictor.depth
+    n, depth = slices.shape[0], predictor.slices
 
     def probabilities(index: int, box: list[float]) -> torch.Tensor:
         stack = slices[torch.from_numpy(stack_indices(n, index, depth))][None]  # [1, D, C, S, S]
