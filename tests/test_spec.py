@@ -39,6 +39,7 @@ def test_the_spec_travels_in_the_weights_file_and_sets_the_predictor(tmp_path):
     masam.save_weights(model, path)
     _, header = read_weights(path)
     assert header["input_spec"]["channels"] == ["FLAIR"] and header["input_spec"]["modality"] == "MRI"
+    assert header["metadata"]["normalization"] == header["input_spec"]["normalization"][0]  # older readers
     loaded = masam.load_model(weights=path)
     assert loaded.input_spec == model.input_spec
     predictor = Predictor(loaded)

@@ -41,15 +41,20 @@ def save_weights(model: MASAM, path: str | os.PathLike, metadata: dict | None = 
         for k, v in model.state_dict().items()
         if not (config.pretrained_encoder and is_pretrained_encoder_weight(k))
     }
+    metadata = dict(metadata if metadata is not None else model.metadata)
+    spec = model.input_spec
+    if spec is not None and spec.normalization and "normalization" not in metadata:
+        # masam before InputSpec read only this key; masam now reads the spec alone
+        metadata["normalization"] = dict(spec.normalization[0])
     header = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "config": config.to_dict(),
         "base_fingerprint": model.base_fingerprint if config.pretrained_encoder else None,
-        "metadata": metadata if metadata is not None else model.metadata,
+        "metadata": metadata,
     }
-    if model.input_spec is not None:
-        header["input_spec"] = model.input_spec.to_dict()
+    if spec is not None:
+        header["input_spec"] = spec.to_dict()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(header)})
 
