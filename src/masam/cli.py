@@ -65,7 +65,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     c = _settings(PredictConfig, args)
     predictor = Predictor.from_files(
         c.model, c.sam_checkpoint, modality=c.modality, device=c.device, batch_size=c.batch_size,
-        precision=c.precision, stride=c.stack_stride,
+        precision=c.precision, stride=c.stack_stride, image_size=c.image_size,
     )  # fmt: skip
     report = predict_inputs(
         predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,
