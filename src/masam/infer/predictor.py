@@ -8,6 +8,7 @@ of probabilities, not the whole volume.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from ..errors import ConfigError, InputError, MissingFileError
 from ..model.checkpoint import load_model
 from ..model.masam import MASAM
 from ..precision import PRECISIONS
-from .original import predict_original
 from ..spec import InputSpec
+from .original import predict_original
 
 # Named prediction modes: slices between stack centres. "faithful" is the paper's (every slice the
 # centre of a stack); "fast" tiles the volume with stacks, five times fewer forward passes (time
@@ -47,14 +48,25 @@ class Prediction:
 
 
 def find_weights(model_path: str | os.PathLike) -> Path:
-    """A weights file, or the best (else last) model of a run folder."""
+    """A weights file, or the model a run folder designates: the last one where its
+    ``config.json`` says ``predict_with: last`` (the paper preset), else the best (else last)."""
     path = Path(model_path)
     if path.is_dir():
-        for name in ("model_best.safetensors", "model_last.safetensors"):
+        for name in _run_models(path):
             if (path / name).is_file():
                 return path / name
-        raise MissingFileError(f"{path}: a folder without model_best.safetensors or model_last.safetensors")
+        raise MissingFileError(f"{path}: a run folder without {' or '.join(_run_models(path))}")
     return path
+
+
+def _run_models(run: Path) -> tuple[str, ...]:
+    try:
+        designated = json.loads((run / "config.json").read_text())["train"].get("predict_with", "best")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        designated = "best"
+    if designated == "last":
+        return ("model_last.safetensors",)
+    return ("model_best.safetensors", "model_last.safetensors")
 
 
 def stack_centres(num_slices: int, stride: int = 1, slices: int = 5) -> list[int]:
