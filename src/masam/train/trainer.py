@@ -177,7 +177,7 @@ class Trainer:
         self.device = device
         self.precision = resolve_precision(cfg.precision, device)
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} or auto, got {cfg.precision!r}")
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
         if cfg.precision == "auto" and device.type == "cuda":
             allow_tf32()
         if self.distributed and not dist.is_initialized():
