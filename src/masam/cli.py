@@ -19,7 +19,8 @@ from .eval.config import EvaluateConfig
 from .infer.config import PredictConfig
 from .model.config import ConvertConfig, ParamsConfig
 from .options import add_settings, given_settings, settings_from
-from .train.config import TrainConfig, TrainSession, resolve_train_config
+from .train.config import TrainConfig, TrainSession, resolve_train_config, resume_train_config
+from .train.feedback import end_summary
 
 
 def _settings(cls: type, args: argparse.Namespace):
@@ -102,7 +103,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Interrupted, Trainer
 
     session = _settings(TrainSession, args)
-    config = resolve_train_config(given_settings(TrainConfig, args), session.preset)
+    given = given_settings(TrainConfig, args)
+    resolve = resume_train_config if given.get("resume") else resolve_train_config
+    config = resolve(given, session.preset)
     trainer = Trainer(config, progress=not session.quiet, stop_after=session.stop_after, check_sync=session.check_sync)
     try:
         result = trainer.run()
@@ -112,7 +115,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         return 128 + stop.signum
     if trainer.is_main:
-        print(f"finished: {json.dumps(result)}; run folder {config.output}")
+        if "stopped_at_step" in result:
+            step = result["stopped_at_step"]
+            print(f"stopped after step {step}; continue with: masam train -o {config.output} --resume")
+        else:
+            print(end_summary(config.output, result["steps"]))
     return 0
 
 

@@ -35,15 +35,20 @@ def read_torch_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        # torch.save writes zip archives; anything else (a text file, a legacy pickle) would only
+        # meet the unpickler, whose advice (weights_only=False) must not reach the user
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated, or not written by torch.save: a text file?)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: refused: the file holds objects other than tensors, and only plain tensor files "
-            f"are loaded (weights_only=True): {first}"
+            f"are loaded (weights_only=True)"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, struct.error) as err:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, struct.error, KeyError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from None
     if isinstance(obj, dict):
         for wrapper in ("state_dict", "model"):
