@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ._version import __version__
 from .allocator import allocator_policy
 from .data.config import PreprocessConfig
 from .demo import DemoConfig
@@ -87,7 +88,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     results = evaluate_folders(c.pred, c.ref, classes, names, nsd_tolerance=c.nsd_tolerance)
     json_path, csv_path = write_results(results, c.output)
     print(format_table(results))
-    print(f"wrote {json_path} and {csv_path}")
+    print(f"wrote {Path(json_path).absolute()} and {Path(csv_path).absolute()}")
 
 
 def _class_names(dataset_json: str) -> dict[int, str]:
@@ -151,6 +152,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="masam", description="MA-SAM for 3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"masam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, classes, handler) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

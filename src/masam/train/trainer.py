@@ -15,6 +15,7 @@ name and renamed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from ..allocator import configure_allocator, training_policy
 from ..data import Normalization, StackAugmenter, StackDataset, load_dataset, preprocess_dataset, split_cases
+from ..data.intensity import intensity_summary
 from ..data.io import read_label
 from ..data.normalize import spec_for
 from ..data.preprocess import cache_plan, check_cache
@@ -223,7 +225,8 @@ class Trainer:
             cfg.sam_checkpoint, arch=cfg.arch, num_classes=self.dataset.num_classes, image_size=cfg.image_size,
             rank=cfg.rank, scale=cfg.scale, device=self.device, model_options=options,
         )  # fmt: skip
-        model.input_spec = spec_for(self.normalization, self.dataset.channel_names, cfg.slices, cfg.image_size)
+        spec = spec_for(self.normalization, self.dataset.channel_names, cfg.slices, cfg.image_size)
+        model.input_spec = dataclasses.replace(spec, intensity=self._intensity_summary())
         model.metadata = {"dataset": str(cfg.dataset)}
         model.set_grad_checkpointing(cfg.grad_checkpoint)
         self.model = model
@@ -234,6 +237,11 @@ class Trainer:
 
             self.net = DistributedDataParallel(model, find_unused_parameters=True)
             self.reduce_sums = all_reduce
+
+    def _intensity_summary(self) -> dict | None:
+        """What the model sees in training (issue 18), for the warning at prediction time."""
+        cache = self.train_set.cache
+        return intensity_summary(np.load(cache / f"{name}_image.npy", mmap_mode="r") for name in self.train_set.cases)
 
     def _setup_optimiser(self) -> None:
         cfg = self.cfg
