@@ -122,6 +122,9 @@ def _start_over(run: Path) -> None:
         raise MasamError(f"{run}: exists but is not a masam run; choose another demo output folder")
     print(f"starting over: removing the previous demo run {run}")
     shutil.rmtree(run)
+    predictions = run.parent / "predictions"
+    if (predictions / ".masam_model.json").is_file():  # the previous demo's predictions
+        shutil.rmtree(predictions)
 
 
 def _predict_and_evaluate(out: Path, dataset: Path, device: str) -> tuple[dict, Path, Path]:
