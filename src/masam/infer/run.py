@@ -142,7 +142,7 @@ def predict_inputs(
     """Predict every case; a bad case is reported and skipped, the others still finish."""
     cases = find_inputs(inputs)
     outputs = _Outputs(Path(output_dir), output_format, save_probabilities, overlays)
-    _claim_folder(outputs.folder, predictor)
+    marker = _claim_folder(outputs.folder, predictor)
     all_boxes = _read_boxes_file(boxes_file)
     report = PredictReport()
     iterator = cases
@@ -160,6 +160,9 @@ def predict_inputs(
                 print(f"masam predict: warning: {name}: {warning}", file=sys.stderr)
         except (MasamError, OSError) as err:
             report.failed[name] = str(err)
+    if report.written:  # a folder of failed cases stays empty
+        with atomic_path(outputs.folder / MARKER) as tmp:
+            tmp.write_text(json.dumps(marker))
     return report
 
 
@@ -176,9 +179,9 @@ def model_identity(predictor: Predictor) -> dict:
     return {"arch": config.arch, "num_classes": config.num_classes, "digest": digest.hexdigest()[:16]}
 
 
-def _claim_folder(folder: Path, predictor: Predictor) -> None:
-    """Create the output folder and mark it with the model; warn (one line) when it holds
-    predictions of another model, and refuse an output that names a file."""
+def _claim_folder(folder: Path, predictor: Predictor) -> dict:
+    """Create the output folder; warn (one line) when it holds predictions of another model, and
+    refuse an output that names a file. Returns the marker's content (written once a case is)."""
     if folder.is_file() or any(folder.name.lower().endswith(s) for s in VOLUME_SUFFIXES):
         raise OutputError(f"{folder}: -o names the output folder, not a file (e.g. -o predictions)")
     try:
@@ -194,8 +197,7 @@ def _claim_folder(folder: Path, predictor: Predictor) -> None:
         print(f"masam predict: warning: {folder}: holds predictions of another model; old files stay", file=sys.stderr)
     elif theirs is None and any(p.name != MARKER for p in folder.iterdir()):
         print(f"masam predict: warning: {folder}: holds files of an unknown model; old files stay", file=sys.stderr)
-    with atomic_path(marker) as tmp:
-        tmp.write_text(json.dumps(mine))
+    return mine
 
 
 def _find_label(folder: Path, name: str, volume: Volume) -> Path:

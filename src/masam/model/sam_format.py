@@ -35,19 +35,16 @@ def read_torch_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    if not zipfile.is_zipfile(path):
-        # torch.save writes zip archives; anything else (a text file, a legacy pickle) would only
-        # meet the unpickler, whose advice (weights_only=False) must not reach the user
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated, or not written by torch.save: a text file?)"
-        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path}: refused: the file holds objects other than tensors, and only plain tensor files "
-            f"are loaded (weights_only=True)"
-        ) from None
+        # PyTorch's message advises weights_only=False, which a user must never follow: not shown
+        if zipfile.is_zipfile(path) or path.read_bytes()[:1] == b"\x80":  # a zip archive or a pickle
+            raise CheckpointError(
+                f"{path}: refused: the file holds objects other than tensors, and only plain tensor files "
+                f"are loaded (weights_only=True)"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (a text file?)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, struct.error, KeyError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from None
     if isinstance(obj, dict):

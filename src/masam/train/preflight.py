@@ -36,4 +36,4 @@ def _check_dataset(root: str, processes: int) -> None:
     if errors:
         first = errors[0]
         more = f" (and {len(errors) - 1} more problem(s): run masam check -d {root})" if len(errors) > 1 else ""
-        raise DatasetError(f"{first.file or root}: {first.case}: {first.problem}{more}")
+        raise DatasetError(f"{first.file or root}: {first.problem}{more}")
