@@ -31,3 +31,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert list((tmp_path / "predictions" / "overlays").glob("*.png"))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["mean_per_class"]) == {"liver", "kidney", "spine"}
+
+
+def test_demo_runs_twice_in_the_same_folder(tmp_path, capsys):
+    for _ in range(2):
+        assert main(["demo", "-o", str(tmp_path), "--iterations", "2", "--cases", "2"]) == 0
+    out = capsys.readouterr()
+    assert "starting over: removing the previous demo run" in out.out
+    assert "holds predictions of another model" not in out.err and "holds files" not in out.err
+    assert len(list((tmp_path / "predictions").glob("*.nii.gz"))) == 3

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ._version import __version__
 from .allocator import allocator_policy
 from .data.config import PrepareConfig, PreprocessConfig, label_map_from_text
 from .demo import DemoConfig
@@ -20,7 +21,8 @@ from .eval.config import EvaluateConfig
 from .infer.config import PredictConfig
 from .model.config import ConvertConfig, ParamsConfig
 from .options import add_settings, given_settings, settings_from
-from .train.config import TrainConfig, TrainSession, resolve_train_config
+from .train.config import TrainConfig, TrainSession, resolve_train_config, resume_train_config
+from .train.feedback import end_summary
 
 
 def _settings(cls: type, args: argparse.Namespace):
@@ -96,7 +98,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     )
     json_path, csv_path = write_results(results, c.output)
     print(format_table(results))
-    print(f"wrote {json_path} and {csv_path}")
+    print(f"wrote {Path(json_path).absolute()} and {Path(csv_path).absolute()}")
 
 
 def _class_names(dataset_json: str) -> dict[int, str]:
@@ -112,7 +114,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Interrupted, Trainer
 
     session = _settings(TrainSession, args)
-    config = resolve_train_config(given_settings(TrainConfig, args), session.preset)
+    given = given_settings(TrainConfig, args)
+    resolve = resume_train_config if given.get("resume") else resolve_train_config
+    config = resolve(given, session.preset)
     trainer = Trainer(config, progress=not session.quiet, stop_after=session.stop_after, check_sync=session.check_sync)
     try:
         result = trainer.run()
@@ -122,7 +126,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         return 128 + stop.signum
     if trainer.is_main:
-        print(f"finished: {json.dumps(result)}; run folder {config.output}")
+        if "stopped_at_step" in result:
+            step = result["stopped_at_step"]
+            print(f"stopped after step {step}; continue with: masam train -o {config.output} --resume")
+        else:
+            print(end_summary(config.output, result["steps"]))
     return 0
 
 
@@ -188,6 +196,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="masam", description="MA-SAM for 3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"masam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, classes, handler) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

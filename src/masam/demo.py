@@ -9,6 +9,7 @@ evaluates them and leaves predictions, overlays and a metrics table in the outpu
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,14 +102,29 @@ class DemoConfig:
 
 
 def _train_config(dataset: Path, run: Path, iterations: int, seed: int, device: str):
-    """The from-scratch recipe that learns on the phantom in minutes on a CPU."""
-    from .train import TrainConfig
+    """The ``scratch`` preset (the from-scratch recipe that learns on the phantom in minutes on a
+    CPU) at the phantom's small size, validation left to the held-out test cases."""
+    from .train import resolve_train_config
 
-    return TrainConfig(
-        dataset=str(dataset), output=str(run), arch="vit_tiny", image_size=64, rank=8, iterations=iterations,
-        stop_epoch=None, batch_size=4, lr=1e-3, warmup=20, power=1.0, include_background=False, val_every=0,
-        val_fraction=0.0, augment=False, workers=1, seed=seed, device=device,
-    )  # fmt: skip
+    given = {
+        "dataset": str(dataset), "output": str(run), "arch": "vit_tiny", "image_size": 64, "iterations": iterations,
+        "val_every": 0, "val_fraction": 0.0, "augment": False, "workers": 1, "seed": seed, "device": device,
+    }  # fmt: skip
+    return resolve_train_config(given, "scratch")
+
+
+def _start_over(run: Path) -> None:
+    """A second demo in the same folder starts its training over (issue 18): the run folder is the
+    demo's own (it holds the demo's config.json) and is removed; any other folder is refused."""
+    if not run.exists():
+        return
+    if not (run / "config.json").is_file():
+        raise MasamError(f"{run}: exists but is not a masam run; choose another demo output folder")
+    print(f"starting over: removing the previous demo run {run}")
+    shutil.rmtree(run)
+    predictions = run.parent / "predictions"
+    if (predictions / ".masam_model.json").is_file():  # the previous demo's predictions
+        shutil.rmtree(predictions)
 
 
 def _predict_and_evaluate(out: Path, dataset: Path, device: str) -> tuple[dict, Path, Path]:
@@ -145,6 +161,7 @@ def run_demo(
     started = time.time()
     dataset = write_phantom_dataset(out / "dataset", train_cases, test_cases, seed)
     print(f"[1/4] phantom dataset ({train_cases} training + {test_cases} test cases): {dataset}")
+    _start_over(out / "run")
     config = _train_config(dataset, out / "run", iterations, seed, device)
     print(f"[2/4] training vit_tiny from scratch for {iterations} steps on {device}: {config.output}")
     Trainer(config).run()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DatasetError
 from ..fileio import atomic_path
 from .dataset import Case, Dataset, check_label_values
 from .io import read_label, read_volume
@@ -61,6 +62,35 @@ def preprocess_case(
     return info
 
 
+def cache_plan(
+    dataset: Dataset, image_size: int, normalization: Normalization, label_map: dict[int, int] | None = None
+) -> dict:
+    """What a cache was made with (its ``plan.json`` less the case list)."""
+    return {
+        "image_size": image_size,
+        "normalization": normalization.to_dict(),
+        "labels": dataset.labels,
+        "modality": normalization.modality,
+        "label_map": {str(k): v for k, v in label_map.items()} if label_map else None,
+    }
+
+
+def check_cache(cache: str | os.PathLike, plan: dict, cases: list[str]) -> None:
+    """Refuse (:class:`DatasetError`, one line) a cache written under another plan or missing cases."""
+    path = Path(cache) / "plan.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path}: not a cache written by masam preprocess: {err}") from None
+    differ = [k for k in plan if old.get(k) != json.loads(json.dumps(plan[k]))]
+    if differ:
+        shown = "; ".join(f"{k}: cache {old.get(k)}, run {plan[k]}" for k in differ)
+        raise DatasetError(f"{cache}: the cache was made with other settings ({shown}); preprocess again")
+    missing = sorted(set(cases) - set(old.get("cases", [])))
+    if missing:
+        raise DatasetError(f"{cache}: the cache lacks {len(missing)} case(s) of the dataset, e.g. {missing[0]}")
+
+
 def preprocess_dataset(
     dataset: Dataset,
     cache: str | os.PathLike,
@@ -73,13 +103,7 @@ def preprocess_dataset(
     ``label_map``: label values merged as they are read (``dataset.labels`` already merged)."""
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
-    plan = {
-        "image_size": image_size,
-        "normalization": normalization.to_dict(),
-        "labels": dataset.labels,
-        "modality": normalization.modality,
-        "label_map": {str(k): v for k, v in label_map.items()} if label_map else None,
-    }
+    plan = cache_plan(dataset, image_size, normalization, label_map)
     plan_path = cache / "plan.json"
     old = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     same_plan = old is not None and {k: old.get(k) for k in plan} == json.loads(json.dumps(plan))

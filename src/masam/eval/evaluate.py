@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +28,25 @@ def evaluate_folders(
     class_names: dict[int, str] | None = None,
     nsd_tolerance: float = 2.0,
     label_map: dict[int, int] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Per case and per class metrics, per-class means and the overall mean.
 
     Cases are matched by name (``CASE.nii.gz`` etc.); a reference without a prediction is an
     error. ``classes`` default: every foreground value found in the references. ``label_map``:
-    label values merged in both (``--merge-labels``, e.g. ``{13: 12}``).
+    label values merged in both (``--merge-labels``, e.g. ``{13: 12}``). ``warn`` (default:
+    a line on stderr) gets one line per doubtful case: a prediction without a reference, labels in a
+    reference or prediction that are not evaluated.
     """
+    warn = warn or _warn_stderr
     preds, refs = scan_cases(pred_dir, channel_suffix=False), scan_cases(ref_dir, channel_suffix=False)
     if not refs:
         raise MissingFileError(f"{ref_dir}: no label files")
     missing = sorted(set(refs) - set(preds))
     if missing:
         raise MissingFileError(f"{pred_dir}: no prediction for {', '.join(missing[:5])}")
+    for extra in sorted(set(preds) - set(refs)):
+        warn(f"{preds[extra]}: no reference in {ref_dir}; not evaluated")
     loaded = {}
     for name, ref_path in refs.items():
         ref = read_volume(ref_path) if ref_path.is_file() else None
@@ -55,6 +63,7 @@ def evaluate_folders(
     if classes is None:
         classes = sorted({int(v) for _, r, _ in loaded.values() for v in np.unique(r) if v > 0})
     names = {c: (class_names or {}).get(c, str(c)) for c in classes}
+    _warn_unevaluated(loaded, classes, warn)
     cases = []
     for name, (pred, ref, spacing) in loaded.items():
         per_class = case_metrics(pred, ref, spacing, classes, nsd_tolerance)
@@ -64,6 +73,22 @@ def evaluate_folders(
     }
     overall = {m: float(np.mean([v[m] for v in means.values()])) for m in METRICS}
     return {"nsd_tolerance_mm": nsd_tolerance, "cases": cases, "mean_per_class": means, "mean": overall}
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"masam evaluate: warning: {message}", file=sys.stderr)
+
+
+def _warn_unevaluated(loaded: dict, classes: list[int], warn: Callable[[str], None]) -> None:
+    """One line per case whose reference or prediction holds labels outside ``classes`` (issue 18:
+    a liver class scored against a reference where 3 is another organ must not pass in silence)."""
+    evaluated = set(classes) | {0}
+    for name, (pred, ref, _) in loaded.items():
+        for what, array in (("reference", ref), ("prediction", pred)):
+            other = sorted({int(v) for v in np.unique(array)} - evaluated)
+            if other:
+                shown = ", ".join(map(str, other[:10])) + (" ..." if len(other) > 10 else "")
+                warn(f"{name}: {what} holds labels {shown} that are not evaluated (classes {classes})")
 
 
 def write_results(results: dict, json_path: str | os.PathLike) -> tuple[Path, Path]:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX
+from ..data.intensity import intensity_warning
 from ..data.io import Volume, read_volume
 from ..data.normalize import Normalization, normalization_from_spec
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
@@ -45,6 +46,16 @@ class Prediction:
     volume: Volume
     probabilities: np.ndarray | None = None
     slice_axis: int = 0
+    warnings: list[str] = field(default_factory=list)  # doubtful input (issue 18), one sentence each
+
+    def __repr__(self) -> str:
+        counts = np.bincount(self.labels.ravel(), minlength=1)
+        classes = ", ".join(f"{c}: {n}" for c, n in enumerate(counts) if c > 0 and n) or "none"
+        probs = "" if self.probabilities is None else f", probabilities {list(self.probabilities.shape)}"
+        return (
+            f"Prediction({self.volume.path.name}: labels {list(self.labels.shape)} {self.labels.dtype}, "
+            f"voxels per class {{{classes}}}{probs}, slice axis {self.slice_axis}, {len(self.warnings)} warning(s))"
+        )
 
 
 def find_weights(model_path: str | os.PathLike) -> Path:
@@ -252,7 +263,16 @@ class Predictor:
         out_labels = labels_from_slices(labels, axis, volume.is_video)
         if probabilities is not None and not volume.is_video:
             probabilities = np.moveaxis(probabilities, 1, 1 + axis)
-        return Prediction(out_labels, volume, probabilities, axis)
+        return Prediction(out_labels, volume, probabilities, axis, self._warnings(slices))
+
+    def _warnings(self, slices: torch.Tensor) -> list[str]:
+        """Why a result may be doubtful: another modality than the model's, intensities far off."""
+        out = []
+        trained = self.input_spec.modality
+        if trained is not None and self.normalization.modality != trained:
+            out.append(f"normalised as {self.normalization.modality}, but the model was trained on {trained}")
+        off = intensity_warning(slices.float().numpy(), self.input_spec.intensity)
+        return out + ([off] if off else [])
 
     def predict_original_convention(self, volume: Volume, boxes: bool = False, probabilities: bool = False):
         """The original code's preprocessing and test loop (issue 12): slices along the file's

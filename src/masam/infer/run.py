@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,10 +142,7 @@ def predict_inputs(
     """Predict every case; a bad case is reported and skipped, the others still finish."""
     cases = find_inputs(inputs)
     outputs = _Outputs(Path(output_dir), output_format, save_probabilities, overlays)
-    try:
-        outputs.folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{outputs.folder}: cannot create the output folder: {err.strerror}") from None
+    marker = _claim_folder(outputs.folder, predictor)
     all_boxes = _read_boxes_file(boxes_file)
     report = PredictReport()
     iterator = cases
@@ -157,9 +156,48 @@ def predict_inputs(
             boxes = _case_boxes(name, volume, all_boxes, boxes_file, boxes_from_labels_dir)
             result = predictor.predict(volume, boxes=boxes, return_probabilities=save_probabilities, progress=progress)
             report.written.append(outputs.write(name, path, result, predictor))
+            for warning in result.warnings:
+                print(f"masam predict: warning: {name}: {warning}", file=sys.stderr)
         except (MasamError, OSError) as err:
             report.failed[name] = str(err)
+    if report.written:  # a folder of failed cases stays empty
+        with atomic_path(outputs.folder / MARKER) as tmp:
+            tmp.write_text(json.dumps(marker))
     return report
+
+
+MARKER = ".masam_model.json"  # names the model whose predictions a folder holds (issue 18)
+
+
+def model_identity(predictor: Predictor) -> dict:
+    """Arch, classes and a digest of the weights: enough to tell two models apart."""
+    digest = hashlib.sha256()
+    for name, tensor in predictor.model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(np.float64(tensor.double().sum().item()).tobytes())
+    config = predictor.model.config
+    return {"arch": config.arch, "num_classes": config.num_classes, "digest": digest.hexdigest()[:16]}
+
+
+def _claim_folder(folder: Path, predictor: Predictor) -> dict:
+    """Create the output folder; warn (one line) when it holds predictions of another model, and
+    refuse an output that names a file. Returns the marker's content (written once a case is)."""
+    if folder.is_file() or any(folder.name.lower().endswith(s) for s in VOLUME_SUFFIXES):
+        raise OutputError(f"{folder}: -o names the output folder, not a file (e.g. -o predictions)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot create the output folder: {err.strerror}") from None
+    mine, marker = model_identity(predictor), folder / MARKER
+    try:
+        theirs = json.loads(marker.read_text()) if marker.is_file() else None
+    except (OSError, ValueError):
+        theirs = {}
+    if theirs is not None and theirs != mine:
+        print(f"masam predict: warning: {folder}: holds predictions of another model; old files stay", file=sys.stderr)
+    elif theirs is None and any(p.name != MARKER for p in folder.iterdir()):
+        print(f"masam predict: warning: {folder}: holds files of an unknown model; old files stay", file=sys.stderr)
+    return mine
 
 
 def _find_label(folder: Path, name: str, volume: Volume) -> Path:

@@ -22,7 +22,15 @@ from .masam_format import header_input_spec, is_safetensors, load_own_tensors, r
 from .original_format import convert_original_state, is_original_masam
 from .sam_format import infer_arch, is_official_sam, load_sam_weights, read_torch_file, sam_class_count
 
-__all__ = ["CheckpointError", "convert_original", "load_model", "read_torch_file", "read_weights", "save_weights"]
+__all__ = [
+    "CheckpointError",
+    "check_sam_checkpoint",
+    "convert_original",
+    "load_model",
+    "read_torch_file",
+    "read_weights",
+    "save_weights",
+]
 
 _FRESH_OPTIONS = {"fact_dropout", "adapter_kernel", "slices", "label_names", "adapter_width"}
 
@@ -43,6 +51,12 @@ class _Sam:
 
     def load_into(self, model: MASAM) -> str:
         return load_sam_weights(model, self.state, self.path)
+
+
+def check_sam_checkpoint(path: str | os.PathLike, arch: str | None = None) -> str:
+    """The arch of the SAM checkpoint at ``path``; :class:`CheckpointError` (one line) when it is
+    not a readable SAM checkpoint or holds another arch than ``arch``."""
+    return _Sam(path, arch).arch
 
 
 def _refuse_other_arch(path, held: str, asked: str | None) -> None:

@@ -47,13 +47,15 @@ def read_torch_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: no such file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: refused: the file holds objects other than tensors, and only plain tensor files "
-            f"are loaded (weights_only=True): {first}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, struct.error) as err:
+    except pickle.UnpicklingError:
+        # PyTorch's message advises weights_only=False, which a user must never follow: not shown
+        if zipfile.is_zipfile(path) or path.read_bytes()[:1] == b"\x80":  # a zip archive or a pickle
+            raise CheckpointError(
+                f"{path}: refused: the file holds objects other than tensors, and only plain tensor files "
+                f"are loaded (weights_only=True)"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (a text file?)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, struct.error, KeyError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from None
     if isinstance(obj, dict):
         for wrapper in ("state_dict", "model"):

@@ -6,7 +6,9 @@ Add a setting: a field with :func:`masam.options.setting`; ``masam train`` gets 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..allocator import TRAINING_POLICIES
@@ -28,8 +30,9 @@ GROUPS = ("data", "model", "optimisation", "schedule", "runtime")
 class TrainConfig:
     # data
     dataset: str = setting(
-        "", "dataset folder (nnU-Net raw layout, or video sequences)", "data", short="-d", required=True
-    )
+        "", "dataset folder (nnU-Net raw layout, or video sequences)", "data", short="-d",
+        default_text="required, except with --resume",
+    )  # fmt: skip
     modality: str | None = modality_setting()
     ct_window: tuple[float, float] = ct_window_setting()
     mri_percentile: float = mri_percentile_setting()
@@ -37,6 +40,11 @@ class TrainConfig:
     split_file: str | None = setting(None, "JSON {train: [...], val: [...]} instead of a seeded split", "data")
     augment: bool = setting(True, "augmentation; --no-augment switches it off", "data", flag="--no-augment")
     box_jitter: float = setting(0.1, "box prompts: each side moved by up to this share of the box", "data")
+    # issue 18: a cache written by masam preprocess instead of RUN/cache
+    cache: str | None = setting(
+        None, "a cache folder written by masam preprocess (used when its plan fits)", "data",
+        default_text="RUN/cache, filled here",
+    )  # fmt: skip
     # model
     sam_checkpoint: str | None = setting(None, "official SAM .pth to fine-tune (arch read from it)", "model")
     arch: str | None = setting(
@@ -152,6 +160,17 @@ PRESETS["tumour-box"] = {
     **PRESETS["paper"], "ct_window": (-50.0, 200.0), "prompt": "box", "augment_policy": "original-box",
     "box_per": "stack", "box_jitter": 0.0,
 }  # fmt: skip
+# issue 18: the from-scratch recipe of ``masam demo`` (no SAM checkpoint): a higher lr with a linear
+# decay, a short warm-up, the background left out of the Dice loss, a small rank and batch
+PRESETS["scratch"] = {
+    "image_size": 128,
+    "rank": 8,
+    "batch_size": 4,
+    "lr": 1e-3,
+    "warmup": 20,
+    "power": 1.0,
+    "include_background": False,
+}
 check_presets(TrainConfig, PRESETS)
 PAPER_PRESET = PRESETS["paper"]
 
@@ -176,8 +195,53 @@ def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> Tr
     values = TrainConfig().to_dict()
     values.update(PRESETS[preset] if preset else {})
     values.update(given)
+    if not values["dataset"]:
+        raise ConfigError("give the dataset folder (-d), or --resume to continue the run in --output")
     if given.get("iterations") is not None and "epochs" not in given:
         values["stop_epoch"] = None
     if values["sam_checkpoint"] is None and values["arch"] is None:
         raise ConfigError("give --sam-checkpoint (fine-tune SAM) or --arch (train from random initialisation)")
     return TrainConfig.from_dict(values)
+
+
+# issue 18: settings that may change when a run is resumed; any other option must agree with config.json
+RESUME_MAY_CHANGE = ("iterations", "epochs", "workers", "device", "val_every", "resume", "output")
+
+
+def resume_train_config(given: dict[str, Any], preset: str | None = None) -> TrainConfig:
+    """The settings of a resumed run: those saved in ``OUTPUT/config.json``, with the few that may
+    change (:data:`RESUME_MAY_CHANGE`) taken from ``given``. Every other given option (and the
+    preset's values) must equal the saved one; all that differ are listed in one error. Reads only."""
+    path = Path(given["output"]) / "config.json"
+    try:
+        saved = json.loads(path.read_text())["train"]
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; nothing to resume (train without --resume first)") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: cannot read the run's settings: {err}") from None
+    stored = TrainConfig.from_dict({**TrainConfig().to_dict(), **saved}).to_dict()
+    asked = {**(PRESETS[preset] if preset else {}), **given}
+    differ = [
+        f"--{k.replace('_', '-')} {_shown(v)} (run: {_shown(stored[k])})"
+        for k, v in asked.items()
+        if k not in RESUME_MAY_CHANGE and k in stored and _normal(k, v) != _normal(k, stored[k])
+    ]
+    if differ:
+        raise ConfigError(f"{path.parent}: options differ from the run's settings: {'; '.join(differ)}")
+    stored.update({k: v for k, v in given.items() if k in RESUME_MAY_CHANGE}, resume=True)
+    if given.get("iterations") is not None and "epochs" not in given:
+        stored["stop_epoch"] = None
+    return TrainConfig.from_dict(stored)
+
+
+def _normal(key: str, value: Any) -> Any:
+    """Values as stored in JSON (tuples as lists), file names as absolute paths."""
+    if isinstance(value, (tuple, list)):
+        return [_normal(key, v) for v in value]
+    if key in ("dataset", "split_file", "sam_checkpoint") and value:
+        return str(Path(value).absolute())
+    return value
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)

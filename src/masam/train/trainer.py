@@ -19,7 +19,9 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -32,9 +34,11 @@ from ..allocator import configure_allocator, training_policy
 from ..data import Normalization, StackAugmenter, StackDataset, load_dataset, preprocess_dataset, split_cases
 from ..data.augment import AugmentConfig
 from ..data.config import label_map_from_text
+from ..data.intensity import intensity_summary
 from ..data.io import read_label
 from ..data.normalize import spec_for
 from ..data.prepare import merged_names
+from ..data.preprocess import cache_plan, check_cache
 from ..data.slices import boxes_from_mask
 from ..device import resolve_device
 from ..errors import ConfigError, TrainingError
@@ -45,7 +49,9 @@ from ..model.checkpoint import load_model, save_weights
 from ..model.sam_format import reinit_decoder_head
 from ..precision import PRECISIONS, allow_tf32, resolve_precision
 from .config import TrainConfig
+from .feedback import start_summary, validation_line
 from .losses import segmentation_loss
+from .preflight import check_before_work
 from .schedule import EpochSampler, lr_at
 from .state import STATE_FILE, rng_state, set_rng_state
 
@@ -139,6 +145,7 @@ class Trainer:
         # where the run is
         self.epoch, self.batch_in_epoch, self.step, self.best = 0, 0, 0, -1.0
         self.batches_per_epoch, self.total_steps, self.stop_steps = 0, 0, 0
+        self.warmup = config.warmup  # clipped to the run's length in setup
         self.steps_this_run, self.pending = 0, 0
         self.sums = _zero_sums()
         self.resumed = False
@@ -152,18 +159,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
-        """Everything before the first step; nothing is written before the settings are checked."""
+        """Everything before the first step; nothing is written before the settings and files are
+        checked, and a run folder this call created is removed again when set-up fails."""
         self._setup_processes()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if (self.run_dir / STATE_FILE).is_file() and not self.cfg.resume:
             raise TrainingError(f"{self.run_dir}: holds a training state; use --resume to continue or another folder")
-        self._setup_data()
-        self._setup_model()
-        self._setup_optimiser()
-        self.resumed = self._load_state() if self.cfg.resume else False
-        self._write_config()
+        check_before_work(self.cfg, dataset=not self.cfg.resume)
+        created = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._setup_data()
+            self._setup_model()
+            self._setup_optimiser()
+            self.resumed = self._load_state() if self.cfg.resume else False
+            self._write_config()
+        except BaseException:
+            if created and self.is_main:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         self._open_writer()
         self._plan_steps()
+        self._clip_warmup()
+        self._start_summary()
 
     def _setup_processes(self) -> None:
         cfg = self.cfg
@@ -199,8 +216,11 @@ class Trainer:
             self.dataset = dataclasses.replace(self.dataset, labels=merged_names(self.dataset.labels, self.label_map))
         self.normalization = Normalization(self.dataset.modality, cfg.ct_window, cfg.mri_percentile)
         train_cases, self.val_cases = split_cases(self.dataset.training, cfg.val_fraction, cfg.seed, cfg.split_file)
-        cache = self.run_dir / "cache"
-        if self.is_main:
+        cache = Path(cfg.cache) if cfg.cache else self.run_dir / "cache"
+        if cfg.cache:
+            plan = cache_plan(self.dataset, cfg.image_size, self.normalization, self.label_map)
+            check_cache(cache, plan, [c.name for c in self.dataset.training])
+        elif self.is_main:
             norm = self.normalization
             labels = self.label_map
             preprocess_dataset(self.dataset, cache, cfg.image_size, norm, progress=self.progress, label_map=labels)
@@ -228,7 +248,8 @@ class Trainer:
         )  # fmt: skip
         if cfg.reinit_head:
             reinit_decoder_head(model)
-        model.input_spec = spec_for(self.normalization, self.dataset.channel_names, cfg.slices, cfg.image_size)
+        spec = spec_for(self.normalization, self.dataset.channel_names, cfg.slices, cfg.image_size)
+        model.input_spec = dataclasses.replace(spec, intensity=self._intensity_summary())
         model.metadata = {"dataset": str(cfg.dataset)}
         model.set_grad_checkpointing(cfg.grad_checkpoint)
         self.model = model
@@ -239,6 +260,11 @@ class Trainer:
 
             self.net = DistributedDataParallel(model, find_unused_parameters=True)
             self.reduce_sums = all_reduce
+
+    def _intensity_summary(self) -> dict | None:
+        """What the model sees in training (issue 18), for the warning at prediction time."""
+        cache = self.train_set.cache
+        return intensity_summary(np.load(cache / f"{name}_image.npy", mmap_mode="r") for name in self.train_set.cases)
 
     def _setup_optimiser(self) -> None:
         cfg = self.cfg
@@ -270,6 +296,38 @@ class Trainer:
         last_epoch = min(cfg.epochs, cfg.stop_epoch or cfg.epochs)
         self.total_steps = cfg.iterations if cfg.iterations else cfg.epochs * steps_per_epoch
         self.stop_steps = cfg.iterations if cfg.iterations else last_epoch * steps_per_epoch
+
+    def _clip_warmup(self) -> None:
+        """A warm-up as long as the run would never reach the peak lr: clip it to a tenth of the
+        run's steps (at least 1), with a warning (issue 18)."""
+        self.warmup = self.cfg.warmup
+        if self.cfg.warmup >= self.stop_steps > 0:
+            self.warmup = max(1, self.stop_steps // 10)
+            if self.is_main:
+                print(
+                    f"masam train: warning: --warmup {self.cfg.warmup} is as long as the run "
+                    f"({self.stop_steps} steps); clipped to {self.warmup} steps",
+                    file=sys.stderr,
+                )
+
+    def _say(self, text: str) -> None:
+        """A message to the user (main process), above the progress bar."""
+        if not self.is_main:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def _start_summary(self) -> None:
+        params = [(p.numel(), p.requires_grad) for p in self.model.parameters()]
+        counts = (sum(n for n, t in params if t), sum(n for n, _ in params))
+        self._say(
+            start_summary(
+                sorted(self.train_set.cases),
+                [c.name for c in self.val_cases], (self.step, self.stop_steps), str(self.device), counts,
+            )
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ checkpoints
     def _trainable_state(self) -> dict[str, torch.Tensor]:
@@ -338,7 +396,9 @@ class Trainer:
                 per_class[c].append(dice(result.labels == c, reference == c))
         self.model.train(was_training)
         means = {c: float(np.mean(v)) for c, v in per_class.items()}
-        return {"val_dice": float(np.mean(list(means.values()))), **{f"val_dice_{c}": v for c, v in means.items()}}
+        names = {v: k for k, v in self.dataset.labels.items()}  # issue 18: classes by name in log.jsonl
+        per_name = {f"val_dice_{names.get(c, c)}": v for c, v in means.items()}
+        return {"val_dice": float(np.mean(list(means.values()))), **per_name}
 
     # ------------------------------------------------------------------ steps
     def _batch_boxes(self, label: torch.Tensor) -> torch.Tensor | None:
@@ -380,7 +440,7 @@ class Trainer:
         ``accumulate`` micro-batches and at the end of the epoch), the step. Returns that step's
         metrics (``step``, ``epoch``, ``lr``, ``loss``, ``ce``, ``dice``, ``time_s``), else None."""
         cfg = self.cfg
-        lr = lr_at(self.step, cfg.lr, cfg.warmup, cfg.power, self.total_steps)
+        lr = lr_at(self.step, cfg.lr, self.warmup, cfg.power, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         last_in_step = self.pending + 1 == cfg.accumulate or self.batch_in_epoch + 1 == self.batches_per_epoch
@@ -434,8 +494,9 @@ class Trainer:
         cfg = self.cfg
         due = cfg.val_every and self.val_cases and (self.epoch % cfg.val_every == 0 or final)
         if due and self.is_main:
-            metrics = self.validate()
-            self.log({"step": self.step, "epoch": self.epoch, **metrics})
+            metrics = {"step": self.step, "epoch": self.epoch, **self.validate()}
+            self.log(metrics)
+            self._say(validation_line(metrics))
             if metrics["val_dice"] > self.best:
                 self.best = metrics["val_dice"]
                 self.save_model("model_best.safetensors")

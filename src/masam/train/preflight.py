@@ -1,0 +1,39 @@
+"""Checks before work (issue 18): every setting and input file of a training run is validated
+before anything is preprocessed or written, so that a misspelt arch, an image size that is not a
+multiple of 16, a file that is not a SAM checkpoint or an unusable dataset fail in one line at once,
+not after the dataset was preprocessed into the run folder."""
+
+from __future__ import annotations
+
+from ..data.check import check_dataset
+from ..errors import ConfigError, DatasetError
+from ..model.build import ARCHS
+from ..model.checkpoint import check_sam_checkpoint
+from .config import TrainConfig
+
+PATCH = 16  # the ViT patch size: the image size must be a multiple of it
+
+
+def check_before_work(cfg: TrainConfig, dataset: bool = True) -> None:
+    """Raise a :class:`masam.errors.MasamError` naming the first wrong setting or file; reads only.
+    ``dataset`` False skips the dataset check (it reads every case once)."""
+    if cfg.arch is not None and cfg.arch not in ARCHS:
+        raise ConfigError(f"unknown --arch {cfg.arch!r}; choose one of {', '.join(ARCHS)}")
+    if cfg.image_size <= 0 or cfg.image_size % PATCH:
+        raise ConfigError(f"--image-size must be a positive multiple of {PATCH}, got {cfg.image_size}")
+    if cfg.sam_checkpoint is None and cfg.arch is None:
+        raise ConfigError("give --sam-checkpoint (fine-tune SAM) or --arch (train from random initialisation)")
+    if cfg.sam_checkpoint is not None:
+        check_sam_checkpoint(cfg.sam_checkpoint, cfg.arch)
+    if dataset:
+        _check_dataset(cfg.dataset, max(1, min(cfg.workers, 4)))
+
+
+def _check_dataset(root: str, processes: int) -> None:
+    """The dataset check of ``masam check``: its first error in one line, the count of the others."""
+    report = check_dataset(root, processes=processes)
+    errors = [p for p in report.problems if p.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more problem(s): run masam check -d {root})" if len(errors) > 1 else ""
+        raise DatasetError(f"{first.file or root}: {first.problem}{more}")

@@ -1,0 +1,43 @@
+"""Issue 18, problem 7: evaluate warns about what it does not evaluate and says where it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from masam.cli import main
+from tests.data.helpers import write_volume
+
+
+def test_unevaluated_labels_and_unmatched_predictions_are_warned_about(tmp_path, capsys):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    label = np.zeros((4, 10, 12), np.uint8)
+    label[1:3, 2:6, 2:6] = 1
+    other = label.copy()
+    other[1:3, 6:9, 7:11] = 3  # another organ in the reference, not in dataset.json
+    write_volume(ref / "a.nii.gz", other)
+    write_volume(pred / "a.nii.gz", label)
+    write_volume(pred / "extra.nii.gz", label)
+    meta = tmp_path / "dataset.json"
+    meta.write_text(json.dumps({"labels": {"background": 0, "liver": 1}}))
+    os.chdir(tmp_path)  # the default -o: metrics.json in the current folder
+    assert main(["evaluate", "-p", str(pred), "-r", str(ref), "--dataset-json", str(meta)]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warnings) == 2
+    assert "extra.nii.gz: no reference in" in warnings[0]
+    assert "a: reference holds labels 3 that are not evaluated (classes [1])" in warnings[1]
+    assert f"wrote {tmp_path / 'metrics.json'} and {tmp_path / 'metrics.csv'}" in captured.out
+    assert json.loads((tmp_path / "metrics.json").read_text())["mean_per_class"]["liver"]["dice"] == 1.0
+
+
+def test_the_output_default_is_documented(capsys):
+    try:
+        main(["evaluate", "--help"])
+    except SystemExit:
+        pass
+    assert "metrics.json in the current folder" in " ".join(capsys.readouterr().out.split())
