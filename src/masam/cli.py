@@ -41,7 +41,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 
     dataset = load_dataset(args.dataset, modality=args.modality)
     norm = Normalization(dataset.modality, window=tuple(args.ct_window), percentile=args.mri_percentile)
-    cache = preprocess_dataset(dataset, args.output, args.image_size, norm, progress=True)
+    cache = preprocess_dataset(dataset, args.output, args.image_size, norm, progress=True, processes=args.processes)
     print(f"preprocessed {len(dataset.training)} cases ({dataset.modality}) into {cache}")
 
 
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CT intensity window in HU (default -200 250, the paper's abdomen window)",
     )
     p.add_argument("--mri-percentile", type=float, default=99.0, help="MRI upper clip percentile (default 99)")
+    p.add_argument("--processes", type=int, default=1, help="cases preprocessed at once, each in a process (default 1)")
     p.set_defaults(func=_cmd_preprocess)
 
     p = sub.add_parser("predict", help="predict label maps for images, folders of images or video sequences")
@@ -247,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grad-checkpoint, else lean-forward)",
     )
     p.add_argument("--workers", type=int, default=None, help="data-loader workers per process (default 2)")
+    p.add_argument("--processes", dest="preprocess_processes", type=int, default=None,
+                   help="cases preprocessed at once into the cache, each in a process (default 1)")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu, cuda (default cpu)")
     p.add_argument("--save-every", type=int, default=None, help="steps between resumable states (default: each epoch)")
     p.add_argument("--resume", action="store_const", const=True, default=None, help="continue the run in --output")

@@ -9,7 +9,10 @@ and ``CASE.json`` (source paths, geometry, slice axis).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +57,18 @@ def preprocess_case(
 
 
 def preprocess_dataset(
-    dataset: Dataset, cache: str | os.PathLike, image_size: int, normalization: Normalization, progress: bool = False
+    dataset: Dataset,
+    cache: str | os.PathLike,
+    image_size: int,
+    normalization: Normalization,
+    progress: bool = False,
+    processes: int = 1,
 ) -> Path:
-    """Fill ``cache`` with every training case; cases already there under the same plan are kept."""
+    """Fill ``cache`` with every training case; cases already there under the same plan are kept.
+
+    ``processes`` > 1 preprocesses that many cases at once in a pool of processes; the cache is the
+    same file for file as with one process (each case is written by the same function).
+    """
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     plan = {
@@ -68,18 +80,53 @@ def preprocess_dataset(
     plan_path = cache / "plan.json"
     old = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     same_plan = old is not None and {k: old.get(k) for k in plan} == json.loads(json.dumps(plan))
-    cases = dataset.training
+    done = set(old.get("cases", [])) if same_plan else set()
+
+    def complete(case: Case) -> bool:
+        return case.name in done and all(
+            (cache / f"{case.name}{s}").is_file() for s in ("_image.npy", "_label.npy", ".json")
+        )
+
+    todo = [case for case in dataset.training if not complete(case)]
+    args = (dataset.labels, normalization, image_size, cache)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        cases = tqdm(cases, desc="preprocess", unit="case")
-    done = set(old.get("cases", [])) if same_plan else set()
-    for case in cases:
-        complete = all((cache / f"{case.name}{s}").is_file() for s in ("_image.npy", "_label.npy", ".json"))
-        if not (case.name in done and complete):
-            preprocess_case(case, dataset.labels, normalization, image_size, cache)
-        done.add(case.name)
-    plan["cases"] = sorted(done)
+        bar = tqdm(total=len(dataset.training), initial=len(dataset.training) - len(todo), desc="preprocess",
+                   unit="case")  # fmt: skip
+    for _ in _run_cases(todo, args, processes):
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    plan["cases"] = sorted(done | {case.name for case in dataset.training})
     with atomic_path(plan_path) as tmp:
         tmp.write_text(json.dumps(plan, indent=1))
     return cache
+
+
+def _run_cases(cases: list[Case], args: tuple, processes: int) -> Iterator[dict]:
+    """:func:`preprocess_case` of each case with ``args``, here or in a pool of ``processes``;
+    yields each case's info as it finishes. The first error stops the pool and is raised."""
+    if processes <= 1 or len(cases) <= 1:
+        for case in cases:
+            yield preprocess_case(case, *args)
+        return
+    # spawn, not fork: a forked child of a process whose torch thread pool has run can hang
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(processes, len(cases)), mp_context=context, initializer=_single_thread) as pool:
+        futures = [pool.submit(preprocess_case, case, *args) for case in cases]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _single_thread() -> None:
+    # each worker is one of several processes sharing the cores: one thread each, no oversubscription
+    import torch
+
+    torch.set_num_threads(1)

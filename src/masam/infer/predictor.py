@@ -7,7 +7,6 @@ of probabilities, not the whole volume.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from ..data.normalize import Normalization
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..model.checkpoint import load_model, resolve_device
 from ..model.masam import MASAM
-from ..precision import PRECISIONS
+from ..precision import autocast, prepare_for_precision, resolve_precision
 
 # Named prediction modes: slices between stack centres. "faithful" is the paper's (every slice the
 # centre of a stack); "fast" tiles the volume with stacks, five times fewer forward passes (time
@@ -97,9 +96,9 @@ class Predictor:
                 raise ValueError("the model stores no normalisation (e.g. a converted original file): give a modality")
             normalization = Normalization(**stored)
         self.normalization = normalization
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
+        # "auto" becomes the device's fastest precision; reduced precisions get their weights cast once
+        self.precision = resolve_precision(precision, self.device)
+        prepare_for_precision(self.model, self.precision)
         self.batch_size = max(1, batch_size)
         self.stride = stride
         self.depth = model.config.slices
@@ -123,10 +122,7 @@ class Predictor:
         return cls(model, norm, device=device, **kwargs)
 
     def _autocast(self):
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     def _forward(self, stacks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
         """Softmax probabilities ``[B, D, K+1, S, S]`` (float32), halving the batch on OOM."""

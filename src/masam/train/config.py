@@ -43,6 +43,7 @@ class TrainConfig:
     grad_checkpoint: bool = False
     host_allocator: str = "auto"  # see masam.allocator.training_policy
     workers: int = 2
+    preprocess_processes: int = 1  # cases preprocessed at once into the cache
     device: str = "cpu"
     save_every: int = 0  # optimizer steps between resumable states; 0 = at the end of each epoch
     resume: bool = False

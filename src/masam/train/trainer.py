@@ -189,7 +189,9 @@ class Trainer:
         self.val_cases = val_cases
         cache = self.run_dir / "cache"
         if self.is_main:
-            preprocess_dataset(dataset, cache, cfg.image_size, self.normalization, progress=self.progress)
+            preprocess_dataset(
+                dataset, cache, cfg.image_size, self.normalization, self.progress, cfg.preprocess_processes
+            )
         self._barrier()
         augment = StackAugmenter() if cfg.augment else None
         self.train_set = StackDataset(cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed)
