@@ -10,7 +10,7 @@ from .allocator import TRAINING_POLICIES, configure_allocator
 from .data.dataset import DatasetError
 from .data.io import ImageReadError
 from .model.checkpoint import CheckpointError
-from .precision import PRECISIONS
+from .precision import PRECISION_CHOICES, PRECISIONS
 from .train.trainer import TrainingError
 
 
@@ -48,32 +48,40 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .infer.predictor import MODES, Predictor
     from .infer.run import predict_inputs
+    from .infer.shard import gather, process_group, rank_device
 
     stride = args.stride if args.stride is not None else MODES[args.mode]
-    predictor = Predictor.from_files(
-        args.model,
-        args.sam_checkpoint,
-        modality=args.modality,
-        device=args.device,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        stride=stride,
-    )
-    report = predict_inputs(
-        predictor,
-        args.input,
-        args.output,
-        output_format=args.output_format,
-        save_probabilities=args.save_probabilities,
-        overlays=args.overlays,
-        boxes_file=args.boxes,
-        boxes_from_labels_dir=args.boxes_from_labels,
-        progress=not args.quiet,
-    )
-    print(f"wrote {len(report.written)} prediction(s) to {args.output}")
-    for name, reason in report.failed.items():
-        print(f"masam predict: failed: {name}: {reason}", file=sys.stderr)
-    return 1 if report.failed else 0
+    with process_group(args.device) as (world, rank):
+        predictor = Predictor.from_files(
+            args.model,
+            args.sam_checkpoint,
+            modality=args.modality,
+            device=rank_device(args.device),
+            batch_size=args.batch_size,
+            precision=args.precision,
+            stride=stride,
+        )
+        report = predict_inputs(
+            predictor,
+            args.input,
+            args.output,
+            output_format=args.output_format,
+            save_probabilities=args.save_probabilities,
+            overlays=args.overlays,
+            boxes_file=args.boxes,
+            boxes_from_labels_dir=args.boxes_from_labels,
+            progress=not args.quiet,
+            num_parts=args.num_parts,
+            part_id=args.part_id,
+        )
+        reports = gather(report)
+    if rank == 0:
+        print(f"wrote {sum(len(r.written) for r in reports)} prediction(s) to {args.output}")
+        for i, r in enumerate(reports if world > 1 else []):
+            print(f"rank {i}: {', '.join(p.name for p in r.written) or 'nothing'}")
+        for name, reason in (item for r in reports for item in r.failed.items()):
+            print(f"masam predict: failed: {name}: {reason}", file=sys.stderr)
+    return 1 if any(r.failed for r in reports) else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -177,9 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--stride", type=int, default=None, help="slices between stack centres (overrides --mode)")
     p.add_argument(
-        "--precision", default="fp32", choices=list(PRECISIONS), help="compute precision (default fp32)"
-    )
+        "--precision", default="auto", choices=list(PRECISION_CHOICES),
+        help="compute precision (default auto: bf16 where the CPU or GPU computes it natively, else fp32)",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--num-parts", type=int, default=1, help="split the sorted cases into this many parts (default 1)")
+    p.add_argument("--part-id", type=int, default=0, help="predict part I of --num-parts: cases[I::K] (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_predict)
 

@@ -9,6 +9,7 @@ supports bf16) and into fp32 elsewhere, where bf16 would only be emulated and sl
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 
 import torch
@@ -65,24 +66,28 @@ _CAST_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 
 
 def prepare_for_precision(model: nn.Module, precision: str) -> nn.Module:
-    """Prepare ``model`` in place for inference under :func:`autocast` of ``precision``.
+    """A copy of ``model`` for inference under :func:`autocast` of ``precision``.
 
     The weights and biases of its linear and convolution layers are cast once to the precision's
     dtype, so autocast finds them already cast instead of casting every frozen weight at every
-    forward pass. The arithmetic is the same as autocast's, except that weights derived from
-    several parameters (FacT folded into qkv) are formed from already-rounded factors. For
-    inference only: a model prepared this way should not be trained or saved. fp32 leaves the
-    model as it is.
+    forward pass. The arithmetic is autocast's, except that weights derived from several
+    parameters (FacT folded into qkv) are formed from already-rounded factors. The copy shares
+    every other parameter with ``model``, which is left as it was (the float32 originals of the
+    cast weights are freed with it). For inference only: do not train the copy. fp32 returns
+    ``model`` itself.
     """
     dtype = PRECISIONS[precision]
     if dtype is None:
         return model
-    with torch.no_grad():
-        for module in model.modules():
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
             if isinstance(module, _CAST_MODULES):
-                for param in module.parameters(recurse=False):
-                    param.data = param.data.to(dtype)
-    return model
+                memo[id(param)] = nn.Parameter(param.detach().to(dtype), requires_grad=False)
+            else:
+                memo[id(param)] = param  # shared, not copied
+    # deepcopy with the parameters pre-filled copies the module tree and buffers only
+    return copy.deepcopy(model, memo)
 
 
 def autocast(precision: str, device: str | torch.device = "cpu") -> contextlib.AbstractContextManager:

@@ -89,16 +89,15 @@ class Predictor:
         stride: int = 1,
     ) -> None:
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
+        # "auto" becomes the device's fastest precision; reduced precisions get their weights cast once
+        self.precision = resolve_precision(precision, self.device)
+        self.model = prepare_for_precision(model.eval().to(self.device), self.precision)
         if normalization is None:
             stored = model.metadata.get("normalization")
             if stored is None:
                 raise ValueError("the model stores no normalisation (e.g. a converted original file): give a modality")
             normalization = Normalization(**stored)
         self.normalization = normalization
-        # "auto" becomes the device's fastest precision; reduced precisions get their weights cast once
-        self.precision = resolve_precision(precision, self.device)
-        prepare_for_precision(self.model, self.precision)
         self.batch_size = max(1, batch_size)
         self.stride = stride
         self.depth = model.config.slices
