@@ -28,13 +28,14 @@ def test_two_processes_write_the_same_cache_as_one(tmp_path):
     assert np.load(tmp_path / "two" / "case02_image.npy").shape == (7, 1, 48, 48)
 
 
-def test_a_bad_case_in_a_worker_is_reported_by_name_and_no_plan_is_written(tmp_path):
+@pytest.mark.parametrize("bad_case", [0, 1])  # the first case goes to the worker, the second is done here
+def test_a_bad_case_is_reported_by_name_and_no_plan_is_written(tmp_path, bad_case):
     root = make_dataset(tmp_path / "D", cases=3, shape=(5, 20, 24))
     bad = np.zeros((5, 20, 24), np.uint8)
     bad[2, 3, 4] = 7  # a label value dataset.json does not declare
-    write_volume(root / "labelsTr" / "case01.nii.gz", bad, (1.0, 1.0, 3.0))
+    write_volume(root / "labelsTr" / f"case{bad_case:02d}.nii.gz", bad, (1.0, 1.0, 3.0))
     ds = load_dataset(root)
-    with pytest.raises(ImageReadError, match=r"case01.nii.gz: label values \[7\] are not declared"):
+    with pytest.raises(ImageReadError, match=rf"case{bad_case:02d}.nii.gz: label values \[7\] are not declared"):
         preprocess_dataset(ds, tmp_path / "c", image_size=32, normalization=Normalization("CT"), processes=2)
     assert not (tmp_path / "c" / "plan.json").exists()
     assert not any(name.startswith(".") or "tmp" in name for name in os.listdir(tmp_path / "c"))

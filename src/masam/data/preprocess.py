@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..fileio import atomic_path
 from .dataset import Case, Dataset, check_label_values
@@ -107,26 +109,43 @@ def preprocess_dataset(
 
 
 def _run_cases(cases: list[Case], args: tuple, processes: int) -> Iterator[dict]:
-    """:func:`preprocess_case` of each case with ``args``, here or in a pool of ``processes``;
-    yields each case's info as it finishes. The first error stops the pool and is raised."""
+    """:func:`preprocess_case` of each case with ``args``, in this process and ``processes - 1``
+    worker processes; yields each case's info as it finishes. The first error stops the pool and is
+    raised."""
     if processes <= 1 or len(cases) <= 1:
         for case in cases:
             yield preprocess_case(case, *args)
         return
-    # spawn, not fork: a forked child of a process whose torch thread pool has run can hang
+    todo = deque(cases)
+    workers = min(processes, len(cases)) - 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // processes))  # this process shares the cores with the workers
+    # spawn, not fork: a forked child of a process whose torch (or ITK) thread pool has run can hang
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(processes, len(cases)), mp_context=context, initializer=_single_thread) as pool:
-        futures = [pool.submit(preprocess_case, case, *args) for case in cases]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread) as pool:
+            running: set[Future] = set()
+            try:
+                while todo or running:
+                    # one case per worker at a time: the rest stay here, and this process works on
+                    # them while the workers start (a spawned worker takes seconds to import torch)
+                    while todo and len(running) < workers:
+                        running.add(pool.submit(preprocess_case, todo.popleft(), *args))
+                    if todo:
+                        yield preprocess_case(todo.popleft(), *args)
+                        finished = {future for future in running if future.done()}
+                    else:
+                        finished = wait(running, return_when=FIRST_COMPLETED).done
+                    running -= finished
+                    for future in finished:
+                        yield future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _single_thread() -> None:
     # each worker is one of several processes sharing the cores: one thread each, no oversubscription
-    import torch
-
     torch.set_num_threads(1)
