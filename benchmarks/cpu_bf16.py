@@ -117,7 +117,7 @@ def main() -> None:
             row["fraction_cpu"] = gflop / row["masam_bf16_cpu"] / row["bf16_gemm_cpu"]
             rounds.append({k: round(v, 3) for k, v in row.items()})
             print(rounds[-1])
-    median = sorted(rounds, key=lambda r: r["fraction"])[len(rounds) // 2]
+    median = sorted(rounds, key=lambda r: r["fraction"])[(len(rounds) - 1) // 2]  # the lower middle when even
     names = list(models)
     result = {
         "arch": args.arch,
