@@ -98,11 +98,13 @@ def preprocess_dataset(
 
         bar = tqdm(total=len(dataset.training), initial=len(dataset.training) - len(todo), desc="preprocess",
                    unit="case")  # fmt: skip
-    for _ in _run_cases(todo, args, processes):
+    try:
+        for _ in _run_cases(todo, args, processes):
+            if bar is not None:
+                bar.update()
+    finally:
         if bar is not None:
-            bar.update()
-    if bar is not None:
-        bar.close()
+            bar.close()  # before an error is printed, so that the two do not share a line
     plan["cases"] = sorted(done | {case.name for case in dataset.training})
     with atomic_path(plan_path) as tmp:
         tmp.write_text(json.dumps(plan, indent=1))
