@@ -40,3 +40,5 @@ class PreprocessConfig:
     modality: str | None = modality_setting()
     ct_window: tuple[float, float] = ct_window_setting()
     mri_percentile: float = mri_percentile_setting()
+    # issue 17: parallel preprocessing
+    processes: int = setting(1, "cases preprocessed at once, each in a process", "data")

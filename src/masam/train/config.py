@@ -80,6 +80,10 @@ class TrainConfig:
         choices=("auto", *TRAINING_POLICIES),
     )
     resume: bool = setting(False, "continue the run in --output", "runtime")
+    # issue 17: parallel preprocessing of the cache
+    preprocess_processes: int = setting(
+        1, "cases preprocessed at once into the cache, each in a process", "runtime", flag="--processes"
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

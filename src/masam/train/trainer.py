@@ -188,7 +188,9 @@ class Trainer:
         train_cases, self.val_cases = split_cases(self.dataset.training, cfg.val_fraction, cfg.seed, cfg.split_file)
         cache = self.run_dir / "cache"
         if self.is_main:
-            preprocess_dataset(self.dataset, cache, cfg.image_size, self.normalization, progress=self.progress)
+            preprocess_dataset(
+                self.dataset, cache, cfg.image_size, self.normalization, self.progress, cfg.preprocess_processes
+            )
         self._barrier()
         augment = StackAugmenter() if cfg.augment else None
         self.train_set = StackDataset(cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed)
