@@ -10,7 +10,7 @@ import masam
 import masam.precision as precision_module
 from masam.data import Normalization
 from masam.infer import Predictor
-from masam.precision import autocast, cpu_flags, cpu_has_native_bf16, prepare_for_precision, resolve_precision
+from masam.precision import autocast, cpu_flags, cpu_has_native_bf16, prepare_for_precision, resolve_inference_precision
 from tests.model.test_model import randomise
 
 AMD_ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n\n"
@@ -35,20 +35,20 @@ def test_unreadable_cpuinfo_gives_no_flags(tmp_path):
 @pytest.mark.parametrize(("flags", "expected"), [({"avx512_bf16"}, "bf16"), ({"avx2", "avx512_vnni"}, "fp32")])
 def test_auto_on_the_cpu_follows_the_flags(monkeypatch, flags, expected):
     monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset(flags))
-    assert resolve_precision("auto", "cpu") == expected
-    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_inference_precision("auto", "cpu") == expected
+    assert resolve_inference_precision("fp32", "cpu") == "fp32" and resolve_inference_precision("bf16", "cpu") == "bf16"
 
 
 @pytest.mark.parametrize(("available", "bf16", "expected"), [(True, True, "bf16"), (True, False, "fp32")])
 def test_auto_on_cuda_asks_the_gpu(monkeypatch, available, bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    assert resolve_precision("auto", "cuda") == expected
+    assert resolve_inference_precision("auto", "cuda") == expected
 
 
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16, got 'int4'"):
-        resolve_precision("int4", "cpu")
+        resolve_inference_precision("int4", "cpu")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from ..fileio import atomic_path
 from .dataset import Case, Dataset, check_label_values
 from .io import read_label, read_volume
 from .normalize import Normalization
+from .prepare import merge_labels
 from .slices import labels_to_slices, prepare_image, resize_slices
 
 
@@ -33,13 +34,20 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def preprocess_case(
-    case: Case, labels: dict[str, int], normalization: Normalization, image_size: int, cache: Path
+    case: Case,
+    labels: dict[str, int],
+    normalization: Normalization,
+    image_size: int,
+    cache: Path,
+    label_map: dict[int, int] | None = None,
 ) -> dict:
+    """``label_map``: label values merged as they are read (``--merge-labels``, e.g. ``{13: 12}``)."""
     image = read_volume(case.image)
     label = read_label(case.label, image)
-    check_label_values(np.unique(label.array), labels, case.label)
+    label_array = merge_labels(label.array, label_map or {})
+    check_label_values(np.unique(label_array), labels, case.label)
     slices, axis = prepare_image(image, normalization, image_size)
-    label_slices = resize_slices(labels_to_slices(label.array, axis, image.is_video), image_size, labels=True)
+    label_slices = resize_slices(labels_to_slices(label_array, axis, image.is_video), image_size, labels=True)
     info = {
         "name": case.name,
         "image": str(case.image),
@@ -66,11 +74,13 @@ def preprocess_dataset(
     normalization: Normalization,
     progress: bool = False,
     processes: int = 1,
+    label_map: dict[int, int] | None = None,
 ) -> Path:
     """Fill ``cache`` with every training case; cases already there under the same plan are kept.
 
     ``processes`` > 1 preprocesses that many cases at once in a pool of processes; the cache is the
     same file for file as with one process (each case is written by the same function).
+    ``label_map``: label values merged as they are read (``dataset.labels`` already merged).
     """
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -79,6 +89,7 @@ def preprocess_dataset(
         "normalization": normalization.to_dict(),
         "labels": dataset.labels,
         "modality": normalization.modality,
+        "label_map": {str(k): v for k, v in label_map.items()} if label_map else None,
     }
     plan_path = cache / "plan.json"
     old = json.loads(plan_path.read_text()) if plan_path.is_file() else None
@@ -91,7 +102,7 @@ def preprocess_dataset(
         )
 
     todo = [case for case in dataset.training if not complete(case)]
-    args = (dataset.labels, normalization, image_size, cache)
+    args = (dataset.labels, normalization, image_size, cache, label_map)
     bar = None
     if progress:
         from tqdm import tqdm
