@@ -61,27 +61,42 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
     label_map = label_map_from_text(c.merge_labels)
     if label_map:
         dataset = dataclasses.replace(dataset, labels=merged_names(dataset.labels, label_map))
-    cache = preprocess_dataset(dataset, c.output, c.image_size, norm, progress=True, label_map=label_map)
+    cache = preprocess_dataset(
+        dataset, c.output, c.image_size, norm, progress=True, label_map=label_map,
+        processes=c.processes,
+    )
     print(f"preprocessed {len(dataset.training)} cases ({dataset.modality}) into {cache}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .infer.predictor import Predictor
     from .infer.run import predict_inputs
+    from .infer.shard import gather, process_group, rank_device
 
     c = _settings(PredictConfig, args)
-    predictor = Predictor.from_files(
-        c.model, c.sam_checkpoint, modality=c.modality, device=c.device, batch_size=c.batch_size,
-        precision=c.precision, stride=c.stack_stride, image_size=c.image_size,
-    )  # fmt: skip
-    report = predict_inputs(
-        predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,
-        overlays=c.overlays, boxes_file=c.boxes, boxes_from_labels_dir=c.boxes_from_labels, progress=not c.quiet,
-    )  # fmt: skip
-    print(f"wrote {len(report.written)} prediction(s) to {c.output}")
-    for name, reason in report.failed.items():
+    with process_group(c.device) as (world, rank):
+        predictor = Predictor.from_files(
+            c.model, c.sam_checkpoint, modality=c.modality, device=rank_device(c.device), batch_size=c.batch_size,
+            precision=c.precision, stride=c.stack_stride, image_size=c.image_size,
+        )  # fmt: skip
+        report = predict_inputs(
+            predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,
+            overlays=c.overlays, boxes_file=c.boxes, boxes_from_labels_dir=c.boxes_from_labels, progress=not c.quiet,
+            num_parts=c.num_parts, part_id=c.part_id,
+        )  # fmt: skip
+        reports = gather(report)
+    if rank == 0:
+        _print_predict_totals(reports, world, c.output)
+    return 1 if any(r.failed for r in reports) else 0
+
+
+def _print_predict_totals(reports: list, world: int, output: str) -> None:
+    """Rank 0's summary of every rank's report (the torchrun test parses these lines)."""
+    print(f"wrote {sum(len(r.written) for r in reports)} prediction(s) to {output}")
+    for i, r in enumerate(reports if world > 1 else []):
+        print(f"rank {i}: {', '.join(p.name for p in r.written) or 'nothing'}")
+    for name, reason in (item for r in reports for item in r.failed.items()):
         print(f"masam predict: failed: {name}: {reason}", file=sys.stderr)
-    return 1 if report.failed else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:

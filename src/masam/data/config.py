@@ -78,3 +78,5 @@ class PreprocessConfig:
     ct_window: tuple[float, float] = ct_window_setting()
     mri_percentile: float = mri_percentile_setting()
     merge_labels: str | None = merge_labels_setting()  # issue 12
+    # issue 17: parallel preprocessing
+    processes: int = setting(1, "cases preprocessed at once, each in a process", "data")

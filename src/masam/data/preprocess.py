@@ -9,10 +9,16 @@ and ``CASE.json`` (source paths, geometry, slice axis).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import sys
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import DatasetError
 from ..fileio import atomic_path
@@ -97,28 +103,89 @@ def preprocess_dataset(
     image_size: int,
     normalization: Normalization,
     progress: bool = False,
+    processes: int = 1,
     label_map: dict[int, int] | None = None,
 ) -> Path:
     """Fill ``cache`` with every training case; cases already there under the same plan are kept.
-    ``label_map``: label values merged as they are read (``dataset.labels`` already merged)."""
+
+    ``processes`` > 1 preprocesses that many cases at once in a pool of processes; the cache is the
+    same file for file as with one process (each case is written by the same function).
+    ``label_map``: label values merged as they are read (``dataset.labels`` already merged).
+    """
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     plan = cache_plan(dataset, image_size, normalization, label_map)
     plan_path = cache / "plan.json"
     old = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     same_plan = old is not None and {k: old.get(k) for k in plan} == json.loads(json.dumps(plan))
-    cases = dataset.training
+    done = set(old.get("cases", [])) if same_plan else set()
+
+    def complete(case: Case) -> bool:
+        return case.name in done and all(
+            (cache / f"{case.name}{s}").is_file() for s in ("_image.npy", "_label.npy", ".json")
+        )
+
+    todo = [case for case in dataset.training if not complete(case)]
+    args = (dataset.labels, normalization, image_size, cache, label_map)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        cases = tqdm(cases, desc="preprocess", unit="case")
-    done = set(old.get("cases", [])) if same_plan else set()
-    for case in cases:
-        complete = all((cache / f"{case.name}{s}").is_file() for s in ("_image.npy", "_label.npy", ".json"))
-        if not (case.name in done and complete):
-            preprocess_case(case, dataset.labels, normalization, image_size, cache, label_map)
-        done.add(case.name)
-    plan["cases"] = sorted(done)
+        bar = tqdm(total=len(dataset.training), initial=len(dataset.training) - len(todo), desc="preprocess",
+                   unit="case")  # fmt: skip
+    try:
+        for _ in _run_cases(todo, args, processes):
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()  # before an error is printed, so that the two do not share a line
+    plan["cases"] = sorted(done | {case.name for case in dataset.training})
     with atomic_path(plan_path) as tmp:
         tmp.write_text(json.dumps(plan, indent=1))
     return cache
+
+
+def _run_cases(cases: list[Case], args: tuple, processes: int) -> Iterator[dict]:
+    """:func:`preprocess_case` of each case with ``args``, in this process and ``processes - 1``
+    worker processes; yields each case's info as it finishes. The first error stops the pool and is
+    raised."""
+    if processes <= 1 or len(cases) <= 1:
+        for case in cases:
+            yield preprocess_case(case, *args)
+        return
+    todo = deque(cases)
+    workers = min(processes, len(cases)) - 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // processes))  # this process shares the cores with the workers
+    # fork where it is the norm (Linux): a worker is ready at once, where a spawned one spends about
+    # 2 s importing torch. Workers run one torch thread (as DataLoader workers do), so they never
+    # enter the OpenMP pool inherited from this process; the only ITK work is reading NIfTI files.
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread) as pool:
+            running: set[Future] = set()
+            try:
+                while todo or running:
+                    # one case per worker at a time: the rest stay here, and this process works on
+                    # them meanwhile (also while spawned workers start)
+                    while todo and len(running) < workers:
+                        running.add(pool.submit(preprocess_case, todo.popleft(), *args))
+                    if todo:
+                        yield preprocess_case(todo.popleft(), *args)
+                        finished = {future for future in running if future.done()}
+                    else:
+                        finished = wait(running, return_when=FIRST_COMPLETED).done
+                    running -= finished
+                    for future in finished:
+                        yield future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _single_thread() -> None:
+    # each worker is one of several processes sharing the cores: one thread each, no oversubscription
+    torch.set_num_threads(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..options import setting
-from ..precision import PRECISIONS
+from ..precision import PRECISION_CHOICES
 from .predictor import PREDICTION_MODES
 
 
@@ -34,9 +34,15 @@ class PredictConfig:
         choices=tuple(PREDICTION_MODES),
     )
     stride: int | None = setting(None, "slices between stack centres (overrides --mode)", "runtime")
-    precision: str = setting("fp32", "compute precision", "runtime", choices=tuple(PRECISIONS))
     device: str = setting("cpu", "cpu, cuda or cuda:N", "runtime")
     quiet: bool = setting(False, "no progress bars", "runtime")
+    # issue 17: precision auto by default, cases split for job arrays
+    precision: str = setting(
+        "auto", "compute precision; auto: bf16 where the CPU or GPU computes it natively, else fp32", "runtime",
+        choices=PRECISION_CHOICES,
+    )  # fmt: skip
+    num_parts: int = setting(1, "split the sorted cases into this many parts", "runtime")
+    part_id: int = setting(0, "predict part I of --num-parts: cases[I::K]", "runtime", metavar="I")
 
     @property
     def stack_stride(self) -> int:

@@ -7,7 +7,6 @@ of probabilities, not the whole volume.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from ..device import free_cached_memory, is_out_of_memory, resolve_device
 from ..errors import ConfigError, InputError, MissingFileError
 from ..model.checkpoint import load_model
 from ..model.masam import MASAM
-from ..precision import PRECISIONS
+from ..precision import autocast, prepare_for_precision, resolve_inference_precision
 from ..spec import InputSpec
 from .original import predict_original
 
@@ -127,12 +126,11 @@ class Predictor:
         stride: int = 1,
     ) -> None:
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
         self.input_spec = model_input_spec(model)
         self.normalization = normalization if normalization is not None else _spec_normalization(self.input_spec)
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
+        # "auto" becomes the device's fastest precision; reduced precisions get their weights cast once
+        self.precision = resolve_inference_precision(precision, self.device)
+        self.model = prepare_for_precision(model.eval().to(self.device), self.precision)
         self.batch_size = max(1, batch_size)
         self.stride = stride
         self.slices = model.config.slices
@@ -156,10 +154,7 @@ class Predictor:
         return cls(model, norm, device=device, **kwargs)
 
     def _autocast(self):
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     def _forward(self, stacks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
         """Softmax probabilities ``[B, D, K+1, S, S]`` (float32), halving the batch on OOM."""

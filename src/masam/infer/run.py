@@ -28,6 +28,7 @@ from ..errors import InputError, MasamError, MissingFileError, OutputError
 from ..fileio import atomic_path
 from .overlay import save_overlays
 from .predictor import Prediction, Predictor
+from .shard import distributed_part, select_part
 
 
 @dataclass
@@ -138,9 +139,14 @@ def predict_inputs(
     boxes_file: str | os.PathLike | None = None,
     boxes_from_labels_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    num_parts: int = 1,
+    part_id: int = 0,
 ) -> PredictReport:
-    """Predict every case; a bad case is reported and skipped, the others still finish."""
-    cases = find_inputs(inputs)
+    """Predict every case; a bad case is reported and skipped, the others still finish.
+
+    Only part ``part_id`` of ``num_parts`` of the cases is predicted, and under torchrun only this
+    rank's share of it (see :mod:`masam.infer.shard`)."""
+    cases = select_part(select_part(find_inputs(inputs), num_parts, part_id), *distributed_part())
     outputs = _Outputs(Path(output_dir), output_format, save_probabilities, overlays)
     marker = _claim_folder(outputs.folder, predictor)
     all_boxes = _read_boxes_file(boxes_file)

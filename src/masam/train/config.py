@@ -115,6 +115,10 @@ class TrainConfig:
         False, "re-initialise the decoder's mask tokens, hypernetworks and IoU head even where SAM's fit (the "
         "original's)", "model",
     )  # fmt: skip
+    # issue 17: parallel preprocessing of the cache
+    preprocess_processes: int = setting(
+        1, "cases preprocessed at once into the cache, each in a process", "runtime", flag="--processes"
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -205,7 +209,10 @@ def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> Tr
 
 
 # issue 18: settings that may change when a run is resumed; any other option must agree with config.json
-RESUME_MAY_CHANGE = ("iterations", "epochs", "workers", "device", "val_every", "resume", "output")
+# preprocess_processes only changes how fast a missing cache is filled, never what is in it
+RESUME_MAY_CHANGE = (
+    "iterations", "epochs", "workers", "device", "val_every", "resume", "output", "preprocess_processes",
+)
 
 
 def resume_train_config(given: dict[str, Any], preset: str | None = None) -> TrainConfig:

@@ -221,9 +221,10 @@ class Trainer:
             plan = cache_plan(self.dataset, cfg.image_size, self.normalization, self.label_map)
             check_cache(cache, plan, [c.name for c in self.dataset.training])
         elif self.is_main:
-            norm = self.normalization
-            labels = self.label_map
-            preprocess_dataset(self.dataset, cache, cfg.image_size, norm, progress=self.progress, label_map=labels)
+            preprocess_dataset(
+                self.dataset, cache, cfg.image_size, self.normalization, self.progress, cfg.preprocess_processes,
+                self.label_map,
+            )
         self._barrier()
         augment = StackAugmenter(AugmentConfig(policy=self.augment_policy)) if cfg.augment else None
         self.train_set = StackDataset(cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed)
