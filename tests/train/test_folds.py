@@ -78,7 +78,7 @@ def test_postprocessing_is_decided_on_the_folds_and_applied_by_predict(folds, ca
     runs = root / "runs"
     assert main(["postprocess", "-m", str(runs)]) == 0
     out = capsys.readouterr().out
-    assert out.count("validation mean Dice") == 2 and "cross-validation mean Dice" in out
+    assert out.count(": validation mean Dice") == 2 and "cross-validation mean Dice" in out
     stored = json.loads((runs / "fold_0" / POSTPROCESSING_FILE).read_text())
     assert set(stored["keep_largest_component"]) == {"1", "2", "3"}
     # with the rule on for every class, predict keeps one component per class
