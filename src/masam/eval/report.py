@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..data.io import VOLUME_SUFFIXES, read_label, read_volume, strip_suffix
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..fileio import atomic_path
 from ..infer.drawing import REFERENCE_COLOUR, class_colour, volume_panels
 from .evaluate import METRICS
@@ -282,6 +282,10 @@ def report_folders(
 
     classes = sorted(class_names) if class_names else None
     results = evaluate_folders(predictions, references, classes, class_names, nsd_tolerance=nsd_tolerance)
+    try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{output}: cannot create its folder: {err.strerror}") from None
     try:
         cases = find_report_cases(images, predictions, references)
         return write_report(output, results, cases, run_dir, class_names), results
