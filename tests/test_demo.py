@@ -22,7 +22,11 @@ def test_phantom_has_organs_of_different_sizes_and_intensities():
 def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path), "--iterations", "8", "--cases", "3"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1].startswith("mean Dice: 0.") or out[-1].startswith("mean Dice: 1.")
+    assert out[-2].startswith("mean Dice: 0.") or out[-2].startswith("mean Dice: 1.")
+    assert out[-1] == f"report:      {tmp_path / 'report.html'}"  # make demo ends with the HTML report
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    assert (tmp_path / "run" / "progress.png").is_file()
     predictions = sorted((tmp_path / "predictions").glob("*.nii.gz"))
     assert len(predictions) == 3
     reference = sitk.ReadImage(str(tmp_path / "dataset" / "imagesTs" / "phantom_003_0000.nii.gz"))

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from masam.cli import COMMANDS, build_parser, main
+from masam.infer.config import PredictConfig
 from masam.options import check_presets, given_settings, option_name, setting, settings_from
 from masam.train import PRESETS, TrainConfig, TrainSession, resolve_train_config
 from masam.train.config import GROUPS
@@ -50,12 +51,20 @@ def test_train_help_shows_the_real_defaults(capsys):
 
 
 def test_other_commands_are_generated_with_their_defaults(capsys):
-    assert set(COMMANDS) == {"convert", "prepare", "preprocess", "predict", "evaluate", "train", "demo", "params"}
+    assert set(COMMANDS) == {"convert", "prepare", "preprocess", "predict", "evaluate", "train", "demo", "params",
+                             "ensemble", "postprocess", "report"}  # fmt: skip
     assert "{btcv,prostate,endovis} SRC DST" in " ".join(_help(capsys, "prepare").split())  # positionals
+    assert "(default: report.html)" in _help(capsys, "report")
+    assert "(default: .nii.gz)" in _help(capsys, "ensemble")
     assert "(default: faithful)" in _help(capsys, "predict") and "(default: 2)" in _help(capsys, "predict")
     assert "(default: metrics.json)" in _help(capsys, "evaluate")
     assert "(default: 600)" in _help(capsys, "demo")
     assert "(default: 3)" in _help(capsys, "params")  # ModelConfig's class count, declared once
+
+
+def test_list_settings_take_one_or_more_values():
+    args = build_parser().parse_args(["predict", "-m", "A", "B", "-i", "I", "-o", "O", "--tta"])
+    assert given_settings(PredictConfig, args) == {"model": ("A", "B"), "input": "I", "output": "O", "tta": True}
 
 
 def test_given_options_are_told_apart_from_defaults():

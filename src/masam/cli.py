@@ -17,8 +17,8 @@ from .allocator import allocator_policy
 from .data.config import PrepareConfig, PreprocessConfig, label_map_from_text
 from .demo import DemoConfig
 from .errors import InputError, MasamError
-from .eval.config import EvaluateConfig
-from .infer.config import PredictConfig
+from .eval.config import EvaluateConfig, ReportConfig
+from .infer.config import EnsembleConfig, PostprocessConfig, PredictConfig
 from .model.config import ConvertConfig, ParamsConfig
 from .options import add_settings, given_settings, settings_from
 from .train.config import TrainConfig, TrainSession, resolve_train_config, resume_train_config
@@ -69,15 +69,15 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .infer.predictor import Predictor
-    from .infer.run import predict_inputs
+    from .infer.run import load_predictor, predict_inputs
     from .infer.shard import gather, process_group, rank_device
 
     c = _settings(PredictConfig, args)
     with process_group(c.device) as (world, rank):
-        predictor = Predictor.from_files(
-            c.model, c.sam_checkpoint, modality=c.modality, device=rank_device(c.device), batch_size=c.batch_size,
-            precision=c.precision, stride=c.stack_stride, image_size=c.image_size,
+        predictor = load_predictor(
+            list(c.model), c.sam_checkpoint, tta=c.tta, postprocessing=c.postprocessing, modality=c.modality,
+            device=rank_device(c.device), batch_size=c.batch_size, precision=c.precision, stride=c.stack_stride,
+            image_size=c.image_size,
         )  # fmt: skip
         report = predict_inputs(
             predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,
@@ -149,6 +149,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# issue 16: ensembles of saved probabilities, cross-validation post-processing, the HTML report
+def _cmd_ensemble(args: argparse.Namespace) -> None:
+    from .infer.ensemble import EnsembleError, ensemble_folders
+
+    c = _settings(EnsembleConfig, args)
+    try:
+        written = ensemble_folders(list(c.input), c.output, c.file_ending, c.save_probabilities)
+    except EnsembleError as err:
+        raise InputError(str(err)) from None
+    print(f"wrote {len(written)} ensembled prediction(s) to {c.output}")
+
+
+def _cmd_postprocess(args: argparse.Namespace) -> None:
+    from .infer.run import model_paths
+    from .train.crossval import postprocess_runs
+
+    c = _settings(PostprocessConfig, args)
+    result = postprocess_runs(model_paths(list(c.model)))
+    for run, value in result["folds"].items():
+        print(f"fold {run}: validation mean Dice {value:.4f}")
+    cv = result["cross_validation"]
+    print(f"cross-validation mean Dice {cv['before']:.4f}; with post-processing {cv['after']:.4f}")
+    print(f"keep largest component per class: {json.dumps(result['keep_largest_component'])}")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .eval.report import report_folders
+
+    c = _settings(ReportConfig, args)
+    names = _class_names(c.dataset_json) if c.dataset_json else None
+    page, _ = report_folders(c.images, c.pred, c.ref, c.output, c.run, names, c.nsd_tolerance)
+    print(f"wrote {page}")
+
+
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from .data import prepare
 
@@ -202,6 +236,14 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
     "evaluate": (
         "Dice, HD95 and surface Dice of predictions against reference labels", (EvaluateConfig,), _cmd_evaluate
     ),
+    "ensemble": (
+        "average saved probabilities of several models (nnUNetv2_ensemble)", (EnsembleConfig,), _cmd_ensemble
+    ),
+    "postprocess": (
+        "decide connected-component post-processing on the folds' validation predictions", (PostprocessConfig,),
+        _cmd_postprocess,
+    ),
+    "report": ("one self-contained HTML page: metrics, box plots, curves, overlays", (ReportConfig,), _cmd_report),
     "train": ("fine-tune MA-SAM on a dataset in the nnU-Net layout", (TrainConfig, TrainSession), _cmd_train),
     "demo": ("generate a phantom dataset, train vit_tiny on the CPU, predict and evaluate", (DemoConfig,), _cmd_demo),
     "params": ("print total and trainable parameters per part of a model", (ParamsConfig,), _cmd_params),

@@ -144,6 +144,15 @@ def _predict_and_evaluate(out: Path, dataset: Path, device: str) -> tuple[dict, 
     return results, json_path, csv_path
 
 
+def _write_html_report(out: Path, dataset: Path, results: dict) -> Path:
+    """The self-contained HTML report of the held-out cases, with the run's training curves."""
+    from .eval.report import find_report_cases, write_report
+
+    names = {v: k for k, v in LABELS.items() if v > 0}
+    cases = find_report_cases(dataset / "imagesTs", out / "predictions", dataset / "labelsTs")
+    return write_report(out / "report.html", results, cases, out / "run", names, title="masam demo")
+
+
 def run_demo(
     output: str | Path,
     iterations: int = 600,
@@ -174,4 +183,5 @@ def run_demo(
     print(f"time:        {time.time() - started:.0f} s")
     mean = results["mean"]["dice"]
     print(f"mean Dice: {mean:.2f}")
+    print(f"report:      {_write_html_report(out, dataset, results)}")
     return mean

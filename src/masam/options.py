@@ -84,7 +84,7 @@ def _value_type(hint: Any) -> Any:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return _value_type(args[0])
-    if typing.get_origin(hint) is tuple:
+    if typing.get_origin(hint) in (tuple, list):
         return args[0]
     return hint
 
@@ -107,6 +107,8 @@ def _argument(f: dataclasses.Field, hint: Any) -> tuple[list[str], dict]:
     if typing.get_origin(hint) is tuple:
         args = typing.get_args(hint)
         kwargs["nargs"] = "+" if args[-1] is Ellipsis else len(args)
+    elif typing.get_origin(hint) is list:  # issue 16: one or more values (-m RUN_A RUN_B)
+        kwargs["nargs"] = "+"
     if required:
         kwargs["required"] = True
     for key in ("choices", "metavar"):

@@ -195,3 +195,22 @@ def test_video_frames_are_drawn_as_they_are():
     rows, cols = np.nonzero(np.all(rgb == class_colour(1), axis=-1))
     assert rows.max() < 20 and cols.max() < 30
     assert rgb[30, 50, 0] > 150 and rgb[30, 50, 1] < 50  # the frame's own red
+
+
+def test_report_command_writes_one_page_with_the_cases_and_numbers(tmp_path, capsys):
+    from masam.cli import main
+
+    image, ref, pred = body()
+    write_case(tmp_path, "case_a", (image, pred, ref))
+    out = tmp_path / "r" / "report.html"
+    argv = ["report", "-i", str(tmp_path / "images"), "-p", str(tmp_path / "preds"), "-r", str(tmp_path / "refs")]
+    assert main([*argv, "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    page = out.read_text()
+    assert "id='case-case_a'" in page and "src='http" not in page
+    expected = (2 * ((pred == 1) & (ref == 1)).sum()) / ((pred == 1).sum() + (ref == 1).sum())
+    assert f"{expected:.3f}" in page  # the liver's Dice, computed here, is in the table
+    (tmp_path / "no_images").mkdir()
+    argv[2] = str(tmp_path / "no_images")
+    assert main([*argv, "-o", str(out)]) == 1
+    assert "no prediction matches an image" in capsys.readouterr().err  # one line, no traceback

@@ -49,7 +49,7 @@ def test_btcv_preset_trains_on_every_case_without_validation_keeps_snapshots_and
     assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), snapshot.state_dict().values()))
     out = tmp_path / "pred"
     assert main(["predict", "-m", str(run), "-i", str(dataset / "imagesTs"), "-o", str(out), "--quiet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["btcv_0035.nii.gz", "btcv_0040.nii.gz"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["btcv_0035.nii.gz", "btcv_0040.nii.gz"]
 
 
 def test_default_run_still_holds_out_validates_and_designates_the_best(tmp_path):

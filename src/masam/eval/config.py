@@ -19,3 +19,16 @@ class EvaluateConfig:
     dataset_json: str | None = setting(None, "dataset.json, for class names and the list of classes", "files")
     merge_labels: str | None = merge_labels_setting("files")  # issue 12
     nsd_tolerance: float = setting(2.0, "surface Dice tolerance in mm", "metrics")
+
+
+@dataclass
+class ReportConfig:
+    """``masam report``: one self-contained HTML page (issue 16)."""
+
+    images: str = setting(help="folder of the images (CASE_0000.nii.gz)", group="files", short="-i")
+    pred: str = setting(help="folder of predicted label maps", group="files", short="-p")
+    ref: str = setting(help="folder of reference label maps (same case names)", group="files", short="-r")
+    run: str | None = setting(None, "a training run folder whose progress.png is shown", "files")
+    output: str = setting("report.html", "HTML file to write", "files", short="-o")
+    dataset_json: str | None = setting(None, "dataset.json, for class names and the list of classes", "files")
+    nsd_tolerance: float = setting(2.0, "surface Dice tolerance in mm", "metrics")

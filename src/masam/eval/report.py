@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..data.io import VOLUME_SUFFIXES, read_label, read_volume, strip_suffix
+from ..errors import InputError, OutputError
 from ..fileio import atomic_path
 from ..infer.drawing import REFERENCE_COLOUR, class_colour, volume_panels
 from .evaluate import METRICS
@@ -264,3 +265,29 @@ def write_report(
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
+
+
+def report_folders(
+    images: str | os.PathLike,
+    predictions: str | os.PathLike,
+    references: str | os.PathLike,
+    output: str | os.PathLike,
+    run_dir: str | os.PathLike | None = None,
+    class_names: Mapping[int, str] | None = None,
+    nsd_tolerance: float = 2.0,
+) -> tuple[Path, dict]:
+    """``masam report``: evaluate ``predictions`` against ``references`` and write the HTML page
+    (metrics, box plots, the run's curves, overlays of every case). Returns (page, results)."""
+    from .evaluate import evaluate_folders
+
+    classes = sorted(class_names) if class_names else None
+    results = evaluate_folders(predictions, references, classes, class_names, nsd_tolerance=nsd_tolerance)
+    try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{output}: cannot create its folder: {err.strerror}") from None
+    try:
+        cases = find_report_cases(images, predictions, references)
+        return write_report(output, results, cases, run_dir, class_names), results
+    except ReportError as err:
+        raise InputError(str(err)) from None

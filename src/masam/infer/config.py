@@ -11,7 +11,10 @@ from .predictor import PREDICTION_MODES
 
 @dataclass
 class PredictConfig:
-    model: str = setting(help="a run folder (its best model) or a weights file", group="files", short="-m")
+    model: list[str] = setting(
+        help="run folders (their best model), weights files, or a folder of fold runs; several: an ensemble "
+        "(softmax probabilities averaged)", group="files", short="-m",
+    )  # fmt: skip
     input: str = setting(help="an image, a folder of images, or a video frame folder", group="files", short="-i")
     output: str = setting(help="output folder", group="files", short="-o")
     sam_checkpoint: str | None = setting(None, "SAM base checkpoint the model was fine-tuned from", "files")
@@ -43,8 +46,40 @@ class PredictConfig:
     )  # fmt: skip
     num_parts: int = setting(1, "split the sorted cases into this many parts", "runtime")
     part_id: int = setting(0, "predict part I of --num-parts: cases[I::K]", "runtime", metavar="I")
+    # issue 16: test-time mirroring and the run's post-processing
+    tta: bool = setting(
+        False, "test-time mirroring: probabilities averaged over the 8 flips of rows, columns and slices (8x "
+        "the time)", "runtime",
+    )  # fmt: skip
+    postprocessing: bool = setting(
+        True, "apply the run's postprocessing.json (masam postprocess); --no-postprocessing skips it", "runtime",
+        flag="--no-postprocessing",
+    )  # fmt: skip
 
     @property
     def stack_stride(self) -> int:
         """Slices between stack centres: ``stride`` if given, else the mode's."""
         return self.stride if self.stride is not None else PREDICTION_MODES[self.mode]
+
+
+@dataclass
+class EnsembleConfig:
+    """``masam ensemble``: saved probabilities of several models averaged (``nnUNetv2_ensemble``)."""
+
+    input: list[str] = setting(
+        help="folders of CASE_probabilities.npz (masam predict --save-probabilities), one per model", group="files",
+        short="-i",
+    )  # fmt: skip
+    output: str = setting(help="output folder", group="files", short="-o")
+    file_ending: str = setting(".nii.gz", "extension of the label maps written", "files")
+    save_probabilities: bool = setting(False, "also write the averaged CASE_probabilities.npz", "files")
+
+
+@dataclass
+class PostprocessConfig:
+    """``masam postprocess``: keep-largest-component decided per class on the folds' validation/."""
+
+    model: list[str] = setting(
+        help="the fold run folders (each with validation/ from masam train --fold), or their parent folder",
+        group="files", short="-m",
+    )  # fmt: skip

@@ -29,6 +29,7 @@ from ..model.masam import MASAM
 from ..precision import autocast, prepare_for_precision, resolve_inference_precision
 from ..spec import InputSpec
 from .original import predict_original
+from .postprocess import apply_postprocessing
 
 # Named prediction modes: slices between stack centres. "faithful" is the paper's (every slice the
 # centre of a stack); "fast" tiles the volume with stacks, five times fewer forward passes (time
@@ -134,6 +135,11 @@ class Predictor:
         self.batch_size = max(1, batch_size)
         self.stride = stride
         self.slices = model.config.slices
+        # issue 16: set by masam.infer.run.load_predictor. probs_fn: normalised slices [S, C, s, s] ->
+        # probabilities [S, K+1, s, s] (an ensemble, mirroring) used for prompt-free volumes;
+        # postprocessing: {class: keep largest component?} applied to the label map.
+        self.probs_fn = None
+        self.postprocessing: dict[int, bool] | None = None
 
     @classmethod
     def from_files(
@@ -216,6 +222,20 @@ class Predictor:
                 yield next_out, sums.pop(next_out) / counts.pop(next_out)
                 next_out += 1
 
+    def volume_probabilities(
+        self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """As :meth:`slice_probabilities`, through :attr:`probs_fn` (whole volume at once) when one
+        is set and there are no box prompts."""
+        if self.probs_fn is None or boxes is not None:
+            yield from self.slice_probabilities(slices, boxes, progress)
+            return
+        probs = self.probs_fn(slices.to(self.device))
+        if progress is not None:
+            progress.update(progress.total - progress.n)
+        for index in range(probs.shape[0]):
+            yield index, probs[index]
+
     def predict(
         self,
         image: str | os.PathLike | Volume | np.ndarray,
@@ -247,7 +267,7 @@ class Predictor:
 
             stacks = len(stack_centres(n, self.stride, self.slices))
             bar = tqdm(total=stacks, desc=volume.path.name, unit="stack", leave=False)
-        for index, probs in self.slice_probabilities(slices, box_tensor, bar):
+        for index, probs in self.volume_probabilities(slices, box_tensor, bar):
             if (rows, cols) != (size, size):
                 probs = F.interpolate(probs[None], size=(rows, cols), mode="bilinear", align_corners=False)[0]
             labels[index] = probs.argmax(0).to(torch.uint8).cpu().numpy()
@@ -256,6 +276,8 @@ class Predictor:
         if bar is not None:
             bar.close()
         out_labels = labels_from_slices(labels, axis, volume.is_video)
+        if self.postprocessing:
+            out_labels = apply_postprocessing(out_labels, self.postprocessing)
         if probabilities is not None and not volume.is_video:
             probabilities = np.moveaxis(probabilities, 1, 1 + axis)
         return Prediction(out_labels, volume, probabilities, axis, self._warnings(slices))

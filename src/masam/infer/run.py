@@ -26,7 +26,7 @@ from ..data.io import (
 from ..data.slices import boxes_from_mask, labels_to_slices, to_slices
 from ..errors import InputError, MasamError, MissingFileError, OutputError
 from ..fileio import atomic_path
-from .overlay import save_overlays
+from .drawing import volume_panels
 from .predictor import Prediction, Predictor
 from .shard import distributed_part, select_part
 
@@ -101,12 +101,22 @@ class _Outputs:
                     direction=np.asarray(volume.direction),
                 )
         if self.overlays:
-            axis = result.slice_axis
-            grey = predictor.normalization(to_slices(volume, axis)[0])
-            grey = np.moveaxis(grey, 1, -1) if grey.shape[1] == 3 else grey[:, 0]
-            labels = labels_to_slices(result.labels, axis, volume.is_video)
-            save_overlays(grey, labels, self.folder / "overlays", name)
+            _write_overlays(self.folder / "overlays", name, result, predictor)
         return written
+
+
+def _write_overlays(folder: Path, name: str, result: Prediction, predictor: Predictor) -> None:
+    """``NAME_sliceNNN.png`` drawings of the chosen slices, as the HTML report draws them
+    (:func:`masam.infer.drawing.volume_panels`: radiological orientation, class contours)."""
+    import matplotlib.image
+
+    names = predictor.model.config.label_names or {}
+    classes = {int(v): k for k, v in names.items() if int(v) > 0} if names else {}
+    classes = classes or {c: str(c) for c in range(1, predictor.model.config.num_classes + 1)}
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (rgb, _caption) in enumerate(volume_panels(result.volume, result.labels, None, classes)):
+        with atomic_path(folder / f"{name}_{i:02d}.png") as tmp:
+            matplotlib.image.imsave(tmp, rgb, format="png")
 
 
 def _read_boxes_file(boxes_file: str | os.PathLike | None) -> dict:
@@ -132,6 +142,22 @@ def predict_inputs(
     predictor: Predictor,
     inputs: str | os.PathLike,
     output_dir: str | os.PathLike,
+    num_parts: int = 1,
+    part_id: int = 0,
+    **options,
+) -> PredictReport:
+    """Predict every case found in ``inputs`` (:func:`find_inputs`); ``options`` as :func:`predict_cases`.
+
+    Only part ``part_id`` of ``num_parts`` of the cases is predicted, and under torchrun only this
+    rank's share of it (see :mod:`masam.infer.shard`)."""
+    cases = select_part(select_part(find_inputs(inputs), num_parts, part_id), *distributed_part())
+    return predict_cases(predictor, cases, output_dir, **options)
+
+
+def predict_cases(
+    predictor: Predictor,
+    cases: list[tuple[str, Path]],
+    output_dir: str | os.PathLike,
     *,
     output_format: str | None = None,
     save_probabilities: bool = False,
@@ -139,14 +165,8 @@ def predict_inputs(
     boxes_file: str | os.PathLike | None = None,
     boxes_from_labels_dir: str | os.PathLike | None = None,
     progress: bool = False,
-    num_parts: int = 1,
-    part_id: int = 0,
 ) -> PredictReport:
-    """Predict every case; a bad case is reported and skipped, the others still finish.
-
-    Only part ``part_id`` of ``num_parts`` of the cases is predicted, and under torchrun only this
-    rank's share of it (see :mod:`masam.infer.shard`)."""
-    cases = select_part(select_part(find_inputs(inputs), num_parts, part_id), *distributed_part())
+    """Predict ``(name, path)`` cases; a bad case is reported and skipped, the others still finish."""
     outputs = _Outputs(Path(output_dir), output_format, save_probabilities, overlays)
     marker = _claim_folder(outputs.folder, predictor)
     all_boxes = _read_boxes_file(boxes_file)
@@ -213,3 +233,55 @@ def _find_label(folder: Path, name: str, volume: Volume) -> Path:
         if (folder / f"{name}{suffix}").is_file():
             return folder / f"{name}{suffix}"
     raise MissingFileError(f"{folder}: no reference label for {name}")
+
+
+def model_paths(paths: list[str | os.PathLike]) -> list[Path]:
+    """The models named by ``-m``: weights files and run folders as given; a folder holding run
+    folders (e.g. ``fold_0`` ... ``fold_4``) stands for all of them."""
+    out = []
+    for path in map(Path, paths):
+        weights = ("model_best.safetensors", "model_last.safetensors")
+        if path.is_dir() and not any((path / w).is_file() for w in weights):
+            runs = sorted(p for p in path.iterdir() if p.is_dir() and any((p / w).is_file() for w in weights))
+            if runs:
+                out.extend(runs)
+                continue
+        out.append(path)
+    return out
+
+
+def load_predictor(
+    models: list[str | os.PathLike],
+    sam_checkpoint: str | os.PathLike | None = None,
+    *,
+    tta: bool = False,
+    postprocessing: bool = True,
+    **kwargs,
+) -> Predictor:
+    """The predictor of ``masam predict``: one model, or an ensemble whose softmax probabilities are
+    averaged before the argmax (models must share classes and input spec), with test-time mirroring
+    when ``tta``, and the run's ``postprocessing.json`` applied when ``postprocessing`` and present
+    (read beside the first model). ``kwargs``: as :meth:`Predictor.from_files`."""
+    from .ensemble import EnsembleError, check_compatible, mean_probs_fn, model_spec, volume_probs_fn
+    from .postprocess import POSTPROCESSING_FILE, PostprocessingError, read_postprocessing
+    from .predictor import find_weights
+    from .tta import mirrored
+
+    paths = model_paths(models)
+    predictors = [Predictor.from_files(p, sam_checkpoint, **kwargs) for p in paths]
+    main = predictors[0]
+    try:
+        check_compatible({str(p): model_spec(pr.model) for p, pr in zip(paths, predictors)})
+    except EnsembleError as err:
+        raise InputError(str(err)) from None
+    if len(predictors) > 1:
+        main.probs_fn = mean_probs_fn([volume_probs_fn(p) for p in predictors])
+    if tta:
+        main.probs_fn = mirrored(main.probs_fn or volume_probs_fn(main), slice_flip=True)
+    decision_file = find_weights(paths[0]).parent / POSTPROCESSING_FILE
+    if postprocessing and decision_file.is_file():
+        try:
+            main.postprocessing = read_postprocessing(decision_file)
+        except PostprocessingError as err:
+            raise InputError(str(err)) from None
+    return main

@@ -38,6 +38,12 @@ class TrainConfig:
     mri_percentile: float = mri_percentile_setting()
     val_fraction: float = setting(0.2, "share of cases held out for validation", "data")
     split_file: str | None = setting(None, "JSON {train: [...], val: [...]} instead of a seeded split", "data")
+    # issue 16: cross-validation folds in nnU-Net's splits_final.json
+    fold: str | None = setting(
+        None, "cross-validation fold (0-based) or 'all', from the dataset's splits_final.json, else one written "
+        "beside the run folder", "data", default_text="none: --val-fraction split",
+    )  # fmt: skip
+    num_folds: int = setting(5, "folds of a new splits_final.json", "data")
     augment: bool = setting(True, "augmentation; --no-augment switches it off", "data", flag="--no-augment")
     box_jitter: float = setting(0.1, "box prompts: each side moved by up to this share of the box", "data")
     # issue 18: a cache written by masam preprocess instead of RUN/cache

@@ -40,11 +40,13 @@ from ..data.normalize import spec_for
 from ..data.prepare import merged_names
 from ..data.preprocess import cache_plan, check_cache
 from ..data.slices import boxes_from_mask
+from ..data.splits import fold_cases, make_folds, read_splits, write_splits
 from ..device import resolve_device
 from ..errors import ConfigError, TrainingError
 from ..eval.metrics import dice
 from ..fileio import atomic_path
 from ..infer.predictor import Predictor
+from ..infer.run import predict_cases
 from ..model.checkpoint import load_model, save_weights
 from ..model.sam_format import reinit_decoder_head
 from ..precision import PRECISIONS, allow_tf32, resolve_precision
@@ -52,6 +54,7 @@ from .config import TrainConfig
 from .feedback import start_summary, validation_line
 from .losses import segmentation_loss
 from .preflight import check_before_work
+from .progress import plot_progress, read_log
 from .schedule import EpochSampler, lr_at
 from .state import STATE_FILE, rng_state, set_rng_state
 
@@ -215,7 +218,12 @@ class Trainer:
         if self.label_map:
             self.dataset = dataclasses.replace(self.dataset, labels=merged_names(self.dataset.labels, self.label_map))
         self.normalization = Normalization(self.dataset.modality, cfg.ct_window, cfg.mri_percentile)
-        train_cases, self.val_cases = split_cases(self.dataset.training, cfg.val_fraction, cfg.seed, cfg.split_file)
+        if cfg.fold is not None:
+            train_cases, self.val_cases = self._fold_split()
+        else:
+            train_cases, self.val_cases = split_cases(
+                self.dataset.training, cfg.val_fraction, cfg.seed, cfg.split_file
+            )
         cache = Path(cfg.cache) if cfg.cache else self.run_dir / "cache"
         if cfg.cache:
             plan = cache_plan(self.dataset, cfg.image_size, self.normalization, self.label_map)
@@ -228,6 +236,25 @@ class Trainer:
         self._barrier()
         augment = StackAugmenter(AugmentConfig(policy=self.augment_policy)) if cfg.augment else None
         self.train_set = StackDataset(cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed)
+
+    def _fold_split(self) -> tuple[list, list]:
+        """(train, val) cases of ``--fold``: the dataset's ``splits_final.json``, else the one beside
+        the run folder (written with nnU-Net's seed on first use, so every fold's run shares it)."""
+        cases = {c.name: c for c in self.dataset.training}
+        path = Path(self.cfg.dataset) / "splits_final.json"
+        if not path.is_file():
+            path = self.run_dir.parent / "splits_final.json"
+            if self.is_main and not path.is_file():
+                try:
+                    write_splits(path, make_folds(cases, self.cfg.num_folds))
+                except ValueError as err:
+                    raise ConfigError(f"{self.cfg.dataset}: {err}") from None
+            self._barrier()
+        try:
+            train, val = fold_cases(read_splits(path), self.cfg.fold, known=cases)
+        except ValueError as err:  # a fold the split lacks
+            raise ConfigError(f"{path}: {err}") from None
+        return [cases[n] for n in train], [cases[n] for n in val]
 
     @property
     def augment_policy(self) -> str:
@@ -501,12 +528,39 @@ class Trainer:
             if metrics["val_dice"] > self.best:
                 self.best = metrics["val_dice"]
                 self.save_model("model_best.safetensors")
+            self.plot_progress()
         if self.is_main and not self.val_cases and cfg.predict_with == "best":
             self.save_model("model_best.safetensors")  # no held-out cases: the last model is the best known
         self.save_model("model_last.safetensors")
         self.save_snapshot(final)
         self.save_checkpoint()
         self._barrier()
+
+    # ------------------------------------------------------------------ issue 16: curves, validation/
+    def plot_progress(self) -> None:
+        """``progress.png`` from ``log.jsonl`` (main process; after each validation and at the end)."""
+        log = self.run_dir / "log.jsonl"
+        if self.is_main and log.is_file():
+            names = {v: k for k, v in self.dataset.labels.items() if v > 0}
+            plot_progress(read_log(log), self.run_dir / "progress.png", names)
+
+    def save_validation(self) -> None:
+        """A fold's held-out cases predicted by the final model into ``RUN/validation/`` (label maps
+        and ``CASE_probabilities.npz``), as nnU-Net keeps them for cross-validation and ensembling."""
+        if not (self.is_main and self.cfg.fold is not None and self.val_cases):
+            return
+        predictor = Predictor(self.model, self.normalization, batch_size=max(1, self.cfg.batch_size),
+                              device=self.device)  # fmt: skip
+        cases = [(c.name, Path(c.image)) for c in self.val_cases]
+        report = predict_cases(predictor, cases, self.run_dir / "validation", save_probabilities=True)
+        if report.failed:
+            raise TrainingError(f"{self.run_dir / 'validation'}: validation prediction failed: {report.failed}")
+        self.model.train()
+
+    def on_train_end(self) -> None:
+        """After the last step: the fold's validation predictions and the final curves."""
+        self.save_validation()
+        self.plot_progress()
 
     def save_snapshot(self, final: bool) -> None:
         """``model_epoch_N.safetensors`` every ``snapshot_every`` epochs and at the last epoch (the
@@ -556,6 +610,7 @@ class Trainer:
             self.net.train()
             while self.step < self.stop_steps:
                 self.run_epoch()
+            self.on_train_end()
             return {"steps": self.step, "epochs": self.epoch, "best_val_dice": self.best, "resumed": self.resumed}
         except _StopRun as stop:
             return stop.result
