@@ -132,22 +132,27 @@ def write_boxes_files(dataset: Path, target: int, folder: Path, seed: int) -> di
     return files
 
 
-def train(dataset: Path, run: Path, image_size: int, flags: list[str], iterations: int, device: str) -> Path:
+def train(
+    dataset: Path, run: Path, image_size: int, flags: list[str], iterations: int, device: str, batch_size: int = 8
+) -> Path:
     from masam.cli import main
 
     args = ["train", "-d", str(dataset), "-o", str(run), "--arch", "vit_tiny", "--image-size", str(image_size)]
-    args += ["--iterations", str(iterations), "--batch-size", "8", "--lr", "1e-3", "--power", "1", "--warmup", "50"]
+    args += ["--iterations", str(iterations), "--batch-size", str(batch_size), "--lr", "1e-3", "--power", "1"]
+    args += ["--warmup", str(min(50, max(1, iterations // 10)))]
     args += ["--exclude-background", "--val-every", "0", "--val-fraction", "0", "--workers", "2", "--quiet"]
     if main([*args, "--device", device, *flags]) != 0:
         raise RuntimeError(f"training {run} failed")
     return run
 
 
-def predict_and_score(run: Path, dataset: Path, boxes: Path | None, out: Path, classes, device: str) -> dict:
+def predict_and_score(
+    run: Path, dataset: Path, boxes: Path | None, out: Path, classes, device: str, mode: str = "faithful"
+) -> dict:
     """Predict ``imagesTs`` (with ``--boxes`` when given) and return Dice per class per case."""
     from masam.cli import main
 
-    args = ["predict", "-m", str(run), "-i", str(dataset / "imagesTs"), "-o", str(out), "--quiet"]
+    args = ["predict", "-m", str(run), "-i", str(dataset / "imagesTs"), "-o", str(out), "--quiet", "--mode", mode]
     if main([*args, "--device", device, *(["--boxes", str(boxes)] if boxes else [])]) != 0:
         raise RuntimeError(f"prediction into {out} failed")
     scores = {}
@@ -158,23 +163,29 @@ def predict_and_score(run: Path, dataset: Path, boxes: Path | None, out: Path, c
     return scores
 
 
-def run_task(task: str, work: Path, iterations: int | None, device: str, seed: int) -> dict:
+def run_task(task: str, work: Path, args: argparse.Namespace) -> dict:
     writer, target, image_size, flags, default_iterations = TASKS[task]
-    dataset = writer(work / task / "data")
+    image_size = args.image_size or image_size
+    sizes = {"train_cases": args.train_cases, "test_cases": args.test_cases} if task == "synthetic" else {}
+    dataset = writer(work / task / "data", **sizes)
     meta = json.loads((dataset / "dataset.json").read_text())
     classes = sorted(v for v in meta["labels"].values() if v > 0)
-    boxes = write_boxes_files(dataset, target, work / task / "boxes", seed)
-    result: dict = {"target_class": target, "image_size": image_size, "iterations": iterations or default_iterations}
+    boxes = write_boxes_files(dataset, target, work / task / "boxes", args.seed)
+    result: dict = {"target_class": target, "image_size": image_size}
+    result["iterations"] = args.iterations or default_iterations
+    result.update(batch_size=args.batch_size, predict_mode=args.predict_mode, **sizes)
+    device = args.device
     for model, model_flags in MODELS.items():
         run = train(
-            dataset, work / task / model, image_size, flags + model_flags(target), result["iterations"], device
-        )
+            dataset, work / task / model, image_size, flags + model_flags(target), result["iterations"], device,
+            args.batch_size,
+        )  # fmt: skip
         for mode in RUNS[model]:
             for fraction in (None,) if mode == "automatic" else JITTERS:
                 file = None if fraction is None else boxes[mode, fraction]
                 key = mode if fraction is None else f"{mode}@{round(fraction * 100)}%"
                 out = work / task / "pred" / model / key.replace("@", "_").replace("%", "")
-                scores = predict_and_score(run, dataset, file, out, classes, device)
+                scores = predict_and_score(run, dataset, file, out, classes, device, args.predict_mode)
                 lesion = [s[str(target)] for s in scores.values()]
                 result.setdefault(model, {})[key] = {"lesion_dice_mean": float(np.mean(lesion)), "cases": scores}
     result["ratios"] = ratios(result)
@@ -205,12 +216,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=None, help="training steps (default: per task)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompt jitter")
+    parser.add_argument("--image-size", type=int, default=None, help="model input size (default: per task)")
+    parser.add_argument("--batch-size", type=int, default=8, help="stacks per training step")
+    parser.add_argument("--train-cases", type=int, default=16, help="synthetic task: training cases")
+    parser.add_argument("--test-cases", type=int, default=6, help="synthetic task: test cases")
+    parser.add_argument("--predict-mode", default="faithful", choices=("faithful", "fast"), help="masam predict --mode")
     parser.add_argument("--work", default=None, help="folder for data, runs and predictions (default: temporary)")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "prompts.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
-        results = {task: run_task(task, work, args.iterations, args.device, args.seed) for task in args.tasks}
+        results = {task: run_task(task, work, args) for task in args.tasks}
     write_result(args.output, {"tasks": results, "jitters": list(JITTERS), "device": args.device})
 
 

@@ -92,6 +92,9 @@ class FakePredictor:
             labels = self.truth.copy()
         return SimpleNamespace(labels=labels)
 
+    def predict_volume(self, volume, boxes=None):  # the plain path predict_prompted calls
+        return self.predict(volume, boxes)
+
 
 def test_a_3d_box_refines_the_target_inside_it_and_keeps_the_automatic_result_elsewhere(volume):
     truth = phantom(shape=(7, 40, 48))[1]

@@ -79,3 +79,20 @@ def test_a_mixed_batch_trains_the_box_path_and_the_no_box_path(model):
     assert grads["prompt_encoder.point_embeddings.2.weight"].abs().sum() > 0
     assert np.isfinite(sum(g.abs().sum().item() for g in grads.values()))
     assert any(n.startswith("image_encoder.") for n in grads)
+
+
+def test_train_flags_are_checked_and_stored_in_the_models_metadata(tmp_path, capsys):
+    from masam.cli import main
+    from masam.model.checkpoint import load_model
+    from tests.data.helpers import make_dataset
+
+    dataset = make_dataset(tmp_path / "D", cases=2, shape=(5, 24, 24))
+    args = ["train", "-d", str(dataset), "--arch", "vit_tiny", "--image-size", "32", "--rank", "2", "--workers", "0",
+            "--quiet", "--iterations", "2", "--batch-size", "2", "--val-every", "0", "--val-fraction", "0"]  # fmt: skip
+    assert main([*args, "-o", str(tmp_path / "a"), "--box-label", "1"]) == 1  # needs --prompt box
+    assert "--box-label and --prompt-dropout need --prompt box" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "b"), "--prompt", "box", "--prompt-dropout", "1.0"]) == 1
+    run = tmp_path / "c"
+    assert main([*args, "-o", str(run), "--prompt", "box", "--box-label", "1", "--prompt-dropout", "0.5"]) == 0
+    meta = load_model(weights=run / "model_last.safetensors").metadata
+    assert (meta["prompt"], meta["box_label"], meta["prompt_dropout"]) == ("box", 1, 0.5)

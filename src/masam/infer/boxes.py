@@ -26,11 +26,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..data.io import Volume
+from ..errors import InputError
 
 SPACES = ("voxel", "world")
 
 
-class BoxError(ValueError):
+class BoxError(InputError):
     """A box prompt that cannot be used; the message names its file (or case) and the problem."""
 
 

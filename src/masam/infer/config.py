@@ -27,7 +27,11 @@ class PredictConfig:
     image_size: int | None = setting(
         None, "model input size of an original MA-SAM file (masam files store theirs)", "files", default_text="512"
     )
-    boxes: str | None = setting(None, "JSON {case: {slice: [x0, y0, x1, y1]}} box prompts, voxel units", "prompts")
+    boxes: str | None = setting(
+        None, "box prompts per case, JSON or .csv: boxes on slices {case: {slice: [x0, y0, x1, y1]}}, one 3D box "
+        '{case: {"box": [x0, y0, z0, x1, y1, z1], "space": "voxel"|"world"}}, or one box to propagate '
+        '{case: {"slice": S, "box": [x0, y0, x1, y1], "propagate": true}} (README: prompts)', "prompts",
+    )  # fmt: skip
     boxes_from_labels: str | None = setting(None, "derive one box per slice from the labels in this folder", "prompts")
     batch_size: int = setting(2, "stacks per forward pass", "runtime")
     mode: str = setting(

@@ -33,7 +33,7 @@ def predict_original(
     """Label map ``[z, y, x]`` (uint8) of a CT ``[z, y, x]`` in HU, in the input's own orientation.
 
     ``forward``: stacks ``[B, slices, 3, S, S]`` float32 -> softmax probabilities
-    ``[B, slices, K+1, S, S]`` (e.g. ``Predictor._forward(stacks, None)``).
+    ``[B, slices, K+1, S, S]`` (e.g. ``Predictor.forward_stacks(stacks, None)``).
     """
     n, rows, cols = volume.shape
     windowed = window_ct(volume, window, mean, std)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX
 from ..data.intensity import intensity_warning
-from ..data.io import Volume, read_volume
+from ..data.io import Volume, read_volume, slice_axis
 from ..data.normalize import Normalization, normalization_from_spec
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..device import free_cached_memory, is_out_of_memory, resolve_device
@@ -28,8 +28,10 @@ from ..model.checkpoint import load_model
 from ..model.masam import MASAM
 from ..precision import autocast, prepare_for_precision, resolve_inference_precision
 from ..spec import InputSpec
+from .boxes import Box3D, Prompt, PropagatedBox, SliceBoxes
 from .original import predict_original
 from .postprocess import apply_postprocessing
+from .prompted import predict_prompted, prompt_boxes
 
 # Named prediction modes: slices between stack centres. "faithful" is the paper's (every slice the
 # centre of a stack); "fast" tiles the volume with stacks, five times fewer forward passes (time
@@ -162,8 +164,9 @@ class Predictor:
     def _autocast(self):
         return autocast(self.precision, self.device)
 
-    def _forward(self, stacks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
-        """Softmax probabilities ``[B, D, K+1, S, S]`` (float32), halving the batch on OOM."""
+    def forward_stacks(self, stacks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
+        """Softmax probabilities ``[B, D, K+1, S, S]`` (float32) of stacks ``[B, D, 3, S, S]`` with
+        ``boxes`` ``[B, D, 4]`` in model pixels (NaN rows: no target) or None, halving the batch on OOM."""
         try:
             with torch.no_grad(), self._autocast():
                 logits = self.model(stacks.to(self.device), None if boxes is None else boxes.to(self.device))["logits"]
@@ -178,7 +181,7 @@ class Predictor:
                 (stacks[:half], None if boxes is None else boxes[:half]),
                 (stacks[half:], None if boxes is None else boxes[half:]),
             ]
-            return torch.cat([self._forward(s, b) for s, b in parts])
+            return torch.cat([self.forward_stacks(s, b) for s, b in parts])
 
     def slice_probabilities(
         self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None
@@ -200,14 +203,14 @@ class Predictor:
         next_out = 0
         start = 0
         while start < len(centres):
-            # batch_size may shrink inside _forward (out of memory): always advance by what ran
+            # batch_size may shrink inside forward_stacks (out of memory): always advance by what ran
             batch = centres[start : start + self.batch_size]
             idx = torch.from_numpy(np.stack([stack_indices(n, c, self.slices) for c in batch]))  # [B, D]
             stacks = slices[idx.to(self.device)]
             if stacks.shape[2] == 1:
                 stacks = stacks.expand(-1, -1, 3, -1, -1)
             stack_boxes = None if boxes is None else boxes[idx]
-            probs = self._forward(stacks.float(), stack_boxes)
+            probs = self.forward_stacks(stacks.float(), stack_boxes)
             for b, centre in enumerate(batch):
                 for pos in range(self.slices):
                     target = centre - half + pos
@@ -235,6 +238,15 @@ class Predictor:
             progress.update(progress.total - progress.n)
         for index in range(probs.shape[0]):
             yield index, probs[index]
+    @property
+    def box_label(self) -> int | None:
+        """The class the model's box prompts are drawn around (None: all foreground, the original's)."""
+        return self.model.metadata.get("box_label")
+
+    @property
+    def segments_unprompted(self) -> bool:
+        """Whether the model was trained to segment without a box too (prompt dropout above 0)."""
+        return self.model.metadata.get("prompt", "none") != "box" or self.model.metadata.get("prompt_dropout", 0) > 0
 
     def predict(
         self,
@@ -243,16 +255,49 @@ class Predictor:
         spacing=(1.0, 1.0, 1.0),
         origin=(0.0, 0.0, 0.0),
         direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
-        boxes: dict[int, list[float]] | None = None,
+        boxes: dict[int, list[float]] | Prompt | None = None,
         return_probabilities: bool = False,
         progress: bool = False,
+        where: str = "boxes",
     ) -> Prediction:
         """``boxes``: ``{slice_index: [x0, y0, x1, y1]}`` in voxel coordinates of the slice
-        (columns, rows) along the chosen slice axis. A model whose input spec has the original
+        (columns, rows) along the chosen slice axis, or a prompt of :mod:`masam.infer.boxes`
+        (:class:`SliceBoxes`, :class:`Box3D` in voxel or world coordinates, :class:`PropagatedBox`).
+        A model trained with ``--box-label`` gets its class refined inside the prompt and, with
+        prompt dropout, its automatic result elsewhere (:func:`masam.infer.prompted.predict_prompted`).
+        ``where`` names the prompt's source in errors. A model whose input spec has the original
         MA-SAM's convention goes through :meth:`predict_original_convention`."""
         volume = _as_volume(image, spacing, origin, direction)
         if self.input_spec.convention == "original":
             return self.predict_original_convention(volume, boxes is not None, return_probabilities)
+        if boxes is None:
+            return self.predict_volume(volume, None, return_probabilities, progress)
+        prompt = boxes
+        if not isinstance(boxes, (SliceBoxes, Box3D, PropagatedBox)):
+            prompt = SliceBoxes({int(k): tuple(b) for k, b in boxes.items()})
+        if self.box_label is None:  # the original's protocol: boxes around all foreground, every class kept
+            per_slice = prompt_boxes(self, volume, prompt, where)
+            return self.predict_volume(volume, per_slice, return_probabilities, progress)
+        if return_probabilities:
+            raise InputError(f"{where}: no probabilities with box prompts on a --box-label model (one class refined)")
+        axis = slice_axis(volume)
+        automatic = None
+        if not self.segments_unprompted:  # a box-only model: the boxed target alone, background elsewhere
+            first = to_slices(volume, axis)[0]
+            empty = np.zeros((first.shape[0], *first.shape[-2:]), np.uint8)
+            automatic = labels_from_slices(empty, axis, volume.is_video)
+        labels = predict_prompted(self, volume, prompt, self.box_label, automatic=automatic, where=where)
+        return Prediction(labels, volume, None, axis)
+
+    def predict_volume(
+        self,
+        volume: Volume,
+        boxes: dict[int, list[float]] | None = None,
+        return_probabilities: bool = False,
+        progress: bool = False,
+    ) -> Prediction:
+        """The whole volume through the model with per-slice ``boxes`` (the slice frame, voxels; no
+        box where a slice has none) or none at all: every class as the model gives it."""
         size = self.model.image_size
         slices, axis = prepare_image(volume, self.normalization, size)
         n = slices.shape[0]
@@ -303,7 +348,7 @@ class Predictor:
         if boxes or probabilities:
             raise ConfigError("a model in the original MA-SAM convention takes no boxes and writes no probabilities")
         labels = predict_original(
-            lambda stacks: self._forward(stacks, None), volume.array, self.model.image_size, slices=self.slices,
+            lambda stacks: self.forward_stacks(stacks, None), volume.array, self.model.image_size, slices=self.slices,
             batch_size=self.batch_size, **original_ct_settings(self.normalization),
         )  # fmt: skip
         return Prediction(labels, volume, None, 0)

@@ -1,13 +1,11 @@
 """Prompted prediction with one model: the automatic result everywhere, and the boxed target class
-refined inside the prompt's region.
-
-To be folded into :class:`~masam.infer.predictor.Predictor` (``predict(volume, boxes=prompt)``);
-kept apart while the predictor is restructured.
-"""
+refined inside the prompt's region. :meth:`Predictor.predict` (``boxes=prompt``) calls these; the
+predictor is imported for annotations only, so that it can import this module."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +16,7 @@ from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_s
 from .boxes import (
     Box3D,
     Prompt,
+    PropagatedBox,
     SliceBoxes,
     box_region,
     grow_box,
@@ -25,7 +24,9 @@ from .boxes import (
     propagate_from_slice,
     slice_boxes,
 )
-from .predictor import Predictor
+
+if TYPE_CHECKING:
+    from .predictor import Predictor
 
 
 def model_slice_probabilities(predictor: Predictor, volume: Volume) -> Callable[[int, list[float]], torch.Tensor]:
@@ -46,7 +47,7 @@ def model_slice_probabilities(predictor: Predictor, volume: Volume) -> Callable[
             stack = stack.expand(-1, -1, 3, -1, -1)
         boxes = torch.full((1, depth, 4), float("nan"))
         boxes[0, depth // 2] = torch.tensor(box, dtype=torch.float32) * scale
-        probs = predictor._forward(stack.float(), boxes)[0, depth // 2]  # [K+1, S, S]
+        probs = predictor.forward_stacks(stack.float(), boxes)[0, depth // 2]  # [K+1, S, S]
         if (rows, cols) != (size, size):
             probs = F.interpolate(probs[None], size=(rows, cols), mode="bilinear", align_corners=False)[0]
         return probs
@@ -54,12 +55,41 @@ def model_slice_probabilities(predictor: Predictor, volume: Volume) -> Callable[
     return probabilities
 
 
-def model_slice_predictor(predictor: Predictor, volume: Volume, label: int) -> Callable[[int, list[float]], np.ndarray]:
+def model_slice_predictor(
+    predictor: Predictor, volume: Volume, label: int | None
+) -> Callable[[int, list[float]], np.ndarray]:
     """``predict_slice(index, box) -> [rows, cols]`` bool for :func:`propagate_from_slice`: where
-    the model, given ``box`` on slice ``index``, predicts class ``label``
+    the model, given ``box`` on slice ``index``, predicts class ``label`` (None: any foreground)
     (:func:`model_slice_probabilities`)."""
     probabilities = model_slice_probabilities(predictor, volume)
+    if label is None:
+        return lambda index, box: (probabilities(index, box).argmax(0) > 0).cpu().numpy()
     return lambda index, box: (probabilities(index, box).argmax(0) == label).cpu().numpy()
+
+
+def propagate(
+    predictor: Predictor, volume: Volume, prompt: PropagatedBox, label: int | None, margin: float, where: str
+) -> tuple[np.ndarray, dict[int, list[float]]]:
+    """The target walked from ``prompt``'s slice (:func:`propagate_from_slice`): its mask
+    ``[slices, rows, cols]`` along the predictor's slice axis and the box (grown by ``margin``)
+    of each slice it reaches."""
+    axis = slice_axis(volume)
+    start = slice_boxes(prompt, volume, axis, where)
+    n = to_slices(volume, axis)[0].shape[0]
+    predict_slice = model_slice_predictor(predictor, volume, label)
+    mask = propagate_from_slice(predict_slice, n, prompt.slice, start[prompt.slice], margin=margin)
+    grown = {i: grow_box(mask_box(m), m.shape, margin, 2.0) for i, m in enumerate(mask) if m.any()}
+    return mask, grown
+
+
+def prompt_boxes(
+    predictor: Predictor, volume: Volume, prompt: Prompt, where: str = "box", margin: float = 0.1
+) -> dict[int, list[float]]:
+    """Per-slice boxes (the predictor's slice frame, voxels) of any prompt; a propagated box is
+    walked with the model first, its class the model's ``box_label`` (None: any foreground)."""
+    if isinstance(prompt, PropagatedBox):
+        return propagate(predictor, volume, prompt, predictor.box_label, margin, where)[1]
+    return slice_boxes(prompt, volume, slice_axis(volume), where)
 
 
 def merge_prompted(automatic: np.ndarray, prompted: np.ndarray, label: int, region: np.ndarray) -> np.ndarray:
@@ -94,18 +124,15 @@ def predict_prompted(
     boxes (:func:`merge_prompted`)."""
     axis = slice_axis(volume)  # the predictor's own choice (0 for video)
     if automatic is None:
-        automatic = predictor.predict(volume).labels
+        automatic = predictor.predict_volume(volume).labels
     first = to_slices(volume, axis)[0]
     shape = (first.shape[0], *first.shape[-2:])
     if isinstance(prompt, (SliceBoxes, Box3D)):
         boxes = slice_boxes(prompt, volume, axis, where)
-        prompted = predictor.predict(volume, boxes=boxes).labels == label
+        prompted = predictor.predict_volume(volume, boxes).labels == label
         region = box_region(boxes, shape)
     else:
-        start = slice_boxes(prompt, volume, axis, where)
-        predict_slice = model_slice_predictor(predictor, volume, label)
-        mask = propagate_from_slice(predict_slice, shape[0], prompt.slice, start[prompt.slice], margin=margin)
-        grown = {i: grow_box(mask_box(m), m.shape, margin, 2.0) for i, m in enumerate(mask) if m.any()}
+        mask, grown = propagate(predictor, volume, prompt, label, margin, where)
         region = box_region(grown, shape)
         prompted = labels_from_slices(mask, axis, volume.is_video)
     region = labels_from_slices(region, axis, volume.is_video)

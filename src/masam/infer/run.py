@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from ..data.io import (
     slice_axis,
     write_label,
 )
-from ..data.slices import boxes_from_mask, labels_to_slices, to_slices
+from ..data.slices import boxes_from_mask, labels_to_slices
 from ..errors import InputError, MasamError, MissingFileError, OutputError
 from ..fileio import atomic_path
+from .boxes import Prompt, read_boxes_file
 from .drawing import volume_panels
 from .predictor import Prediction, Predictor
 from .shard import distributed_part, select_part
@@ -62,20 +64,6 @@ def boxes_from_labels(labels: np.ndarray, axis: int, is_video: bool = False) -> 
     """One box per slice around all foreground (x0, y0, x1, y1 in voxels); no box where empty."""
     boxes = boxes_from_mask(labels_to_slices(labels, axis, is_video) > 0)
     return {i: [float(v) for v in box] for i, box in enumerate(boxes) if not np.isnan(box).any()}
-
-
-def _check_boxes(boxes: dict, volume: Volume, axis: int, source: str) -> dict[int, list[float]]:
-    slices_shape = to_slices(volume, axis)[0].shape
-    n, rows, cols = slices_shape[0], slices_shape[-2], slices_shape[-1]
-    out = {}
-    for key, box in boxes.items():
-        index = int(key)
-        if not 0 <= index < n:
-            raise InputError(f"{source}: box for slice {index}, but the image has {n} slices")
-        if len(box) != 4 or not (0 <= box[0] <= box[2] < cols and 0 <= box[1] <= box[3] < rows):
-            raise InputError(f"{source}: box {box} for slice {index} lies outside the {cols}x{rows} slice")
-        out[index] = [float(v) for v in box]
-    return out
 
 
 @dataclass
@@ -119,23 +107,26 @@ def _write_overlays(folder: Path, name: str, result: Prediction, predictor: Pred
             matplotlib.image.imsave(tmp, rgb, format="png")
 
 
-def _read_boxes_file(boxes_file: str | os.PathLike | None) -> dict:
+def _case_boxes(name: str, volume: Volume, prompts: dict[str, Prompt], labels_dir, box_label: int | None):
+    """The case's prompt: per-slice boxes from its reference label (around class ``box_label``,
+    None: all foreground), its entry in the boxes file, or None."""
+    if labels_dir is not None:
+        ref = read_label(_find_label(Path(labels_dir), name, volume), volume).array
+        target = ref if box_label is None else (ref == box_label).astype(np.uint8)
+        return boxes_from_labels(target, slice_axis(volume), volume.is_video)
+    return prompts.get(name)
+
+
+def _read_prompts(boxes_file, names: list[str]) -> dict[str, Prompt]:
+    """Prompts per case of ``boxes_file`` (JSON or CSV, :func:`read_boxes_file`); cases that are
+    not among the inputs get a warning, not an error (one file may serve several folders)."""
     if boxes_file is None:
         return {}
-    try:
-        return json.loads(Path(boxes_file).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"{boxes_file}: cannot read boxes: {err}") from None
-
-
-def _case_boxes(name: str, volume: Volume, all_boxes: dict, boxes_file, labels_dir) -> dict | None:
-    axis = slice_axis(volume)
-    if labels_dir is not None:
-        ref_path = _find_label(Path(labels_dir), name, volume)
-        return boxes_from_labels(read_label(ref_path, volume).array, axis, volume.is_video)
-    if name in all_boxes:
-        return _check_boxes(all_boxes[name], volume, axis, str(boxes_file))
-    return None
+    prompts = read_boxes_file(boxes_file)
+    unknown = sorted(set(prompts) - set(names))
+    if unknown:
+        warnings.warn(f"{boxes_file}: boxes for cases not among the inputs: {', '.join(unknown)}", stacklevel=2)
+    return prompts
 
 
 def predict_inputs(
@@ -169,7 +160,7 @@ def predict_cases(
     """Predict ``(name, path)`` cases; a bad case is reported and skipped, the others still finish."""
     outputs = _Outputs(Path(output_dir), output_format, save_probabilities, overlays)
     marker = _claim_folder(outputs.folder, predictor)
-    all_boxes = _read_boxes_file(boxes_file)
+    prompts = _read_prompts(boxes_file, [name for name, _ in cases])
     report = PredictReport()
     iterator = cases
     if progress:
@@ -179,8 +170,11 @@ def predict_cases(
     for name, path in iterator:
         try:
             volume = read_volume(path)
-            boxes = _case_boxes(name, volume, all_boxes, boxes_file, boxes_from_labels_dir)
-            result = predictor.predict(volume, boxes=boxes, return_probabilities=save_probabilities, progress=progress)
+            boxes = _case_boxes(name, volume, prompts, boxes_from_labels_dir, predictor.box_label)
+            result = predictor.predict(
+                volume, boxes=boxes, return_probabilities=save_probabilities, progress=progress,
+                where=f"{boxes_file}: case {name!r}",
+            )  # fmt: skip
             report.written.append(outputs.write(name, path, result, predictor))
             for warning in result.warnings:
                 print(f"masam predict: warning: {name}: {warning}", file=sys.stderr)

@@ -105,8 +105,31 @@ class MASAM(nn.Module):
             "iou_predictions": iou.reshape(batch, slices, -1),
         }
 
-    def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return self.decode(self.encode(x), x.shape[0], boxes)
+    def forward(
+        self, x: torch.Tensor, boxes: torch.Tensor | None = None, prompted: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``x`` ``[B, D, 3, S, S]``; ``boxes`` ``[B, D, 4]`` (NaN rows: prompted, no target on that
+        slice) or None; ``prompted`` ``[B]`` bool: which samples get their boxes (None: all), the
+        others are decoded with no prompt tokens (prompt dropout, issue 14). Here rather than in the
+        trainer so that DistributedDataParallel sees one forward call. Returns ``logits``
+        ``[B, D, K+1, S/4, S/4]`` and ``iou_predictions`` ``[B, D, K+1]``."""
+        if boxes is None or prompted is None or bool(prompted.all()):
+            return self.decode(self.encode(x), x.shape[0], boxes)
+        if not bool(prompted.any()):
+            return self.decode(self.encode(x), x.shape[0], None)
+        b, d = x.shape[:2]
+        embeddings = self.encode(x)  # the encoder runs once; the decoder works per slice
+        per_sample = embeddings.reshape(b, d, *embeddings.shape[1:])
+        keep = prompted.to(x.device)
+        with_box = self.decode(per_sample[keep].flatten(0, 1), int(keep.sum()), boxes[keep])
+        without = self.decode(per_sample[~keep].flatten(0, 1), int((~keep).sum()), None)
+        out = {}
+        for key, value in with_box.items():
+            merged = value.new_empty((b, *value.shape[1:]))
+            merged[keep] = value
+            merged[~keep] = without[key]
+            out[key] = merged
+        return out
 
 
 def count_parameters(model: nn.Module) -> dict[str, dict[str, int]]:

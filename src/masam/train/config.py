@@ -64,6 +64,14 @@ class TrainConfig:
     adapter_kernel: int = setting(3, "adapter taps over slices; 1 = 2D only", "model")
     fact_dropout: float = setting(0.1, "dropout on the FacT path", "model")
     prompt: str = setting("none", "prompt-free, or one box per slice", "model", choices=("none", "box"))
+    # issue 14: which class the boxes are drawn around, and prompt dropout (one model, automatic and prompted)
+    box_label: int | None = setting(
+        None, "with --prompt box: the class whose boxes are drawn", "model",
+        default_text="all foreground (the original's)",
+    )
+    prompt_dropout: float = setting(
+        0.0, "with --prompt box: share of samples trained without a box, so the model also segments unprompted", "model"
+    )
     # optimisation
     batch_size: int = setting(24, "stacks per step and process", "optimisation")
     accumulate: int = setting(1, "micro-batches per optimizer step", "optimisation")
@@ -211,7 +219,21 @@ def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> Tr
         values["stop_epoch"] = None
     if values["sam_checkpoint"] is None and values["arch"] is None:
         raise ConfigError("give --sam-checkpoint (fine-tune SAM) or --arch (train from random initialisation)")
-    return TrainConfig.from_dict(values)
+    config = TrainConfig.from_dict(values)
+    check_prompt_settings(config)
+    return config
+
+
+def check_prompt_settings(config: TrainConfig) -> None:
+    """``--box-label`` and ``--prompt-dropout`` need ``--prompt box`` and sensible values (issue 14)."""
+    if config.prompt != "box" and (config.box_label is not None or config.prompt_dropout > 0):
+        raise ConfigError("--box-label and --prompt-dropout need --prompt box")
+    if not 0.0 <= config.prompt_dropout < 1.0:
+        raise ConfigError(f"--prompt-dropout must be at least 0 and below 1, got {config.prompt_dropout}")
+    if config.box_label is not None and config.box_label < 1:
+        raise ConfigError(f"--box-label must be a foreground class (1 or more), got {config.box_label}")
+
+
 
 
 # issue 18: settings that may change when a run is resumed; any other option must agree with config.json

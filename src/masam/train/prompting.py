@@ -13,6 +13,14 @@ from __future__ import annotations
 import torch
 
 from ..model.masam import MASAM
+from .config import TrainConfig
+
+
+def prompt_metadata(config: TrainConfig) -> dict:
+    """What prediction needs to know of the run's prompts, stored in the model's metadata:
+    ``prompt`` ("none" or "box"), ``box_label`` (None: boxes around all foreground) and
+    ``prompt_dropout`` (above 0: the model also segments without a prompt)."""
+    return {"prompt": config.prompt, "box_label": config.box_label, "prompt_dropout": config.prompt_dropout}
 
 
 def box_target(label: torch.Tensor, box_label: int | None) -> torch.Tensor:
@@ -33,27 +41,7 @@ def prompt_keep(batch: int, dropout: float, generator: torch.Generator) -> torch
 def forward_with_prompts(
     model: MASAM, x: torch.Tensor, boxes: torch.Tensor | None, prompted: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
-    """``model(x, boxes)`` for a batch where some samples have no prompt.
-
-    ``x`` ``[B, D, 3, S, S]``; ``boxes`` ``[B, D, 4]`` (NaN rows: prompted, no target on that
-    slice) or None; ``prompted`` ``[B]`` bool (None: all). The encoder runs once for the whole
-    batch; the prompted samples are decoded with their boxes and the others with no prompt tokens
-    (the mask decoder works per slice, so splitting the batch changes nothing else). Returns
-    ``model.forward``'s dict in the batch's order."""
-    if boxes is None or prompted is None or bool(prompted.all()):
-        return model(x, boxes)
-    if not bool(prompted.any()):
-        return model(x, None)
-    b, d = x.shape[:2]
-    embeddings = model.encode(x)
-    per_sample = embeddings.reshape(b, d, *embeddings.shape[1:])
-    keep = prompted.to(x.device)
-    with_box = model.decode(per_sample[keep].flatten(0, 1), int(keep.sum()), boxes[keep])
-    without = model.decode(per_sample[~keep].flatten(0, 1), int((~keep).sum()), None)
-    out = {}
-    for key in with_box:
-        merged = with_box[key].new_empty((b, *with_box[key].shape[1:]))
-        merged[keep] = with_box[key]
-        merged[~keep] = without[key]
-        out[key] = merged
-    return out
+    """``model(x, boxes, prompted)``: a batch where some samples have no prompt (see
+    :meth:`MASAM.forward`, which holds the split so that DDP sees one forward call). ``x``
+    ``[B, D, 3, S, S]``; ``boxes`` ``[B, D, 4]`` or None; ``prompted`` ``[B]`` bool (None: all)."""
+    return model(x, boxes, prompted)

@@ -55,6 +55,7 @@ from .feedback import start_summary, validation_line
 from .losses import segmentation_loss
 from .preflight import check_before_work
 from .progress import plot_progress, read_log
+from .prompting import box_target, prompt_keep, prompt_metadata
 from .schedule import EpochSampler, lr_at
 from .state import STATE_FILE, rng_state, set_rng_state
 
@@ -106,11 +107,13 @@ def training_loss(
     dice_weight: float = 0.8,
     include_background: bool = True,
     reduce_sums=None,
+    prompted: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, CE, Dice) of one micro-batch: the forward pass under autocast to ``dtype`` (None:
-    float32), the loss in float32. ``image`` ``[B, D, 3, S, S]``, ``label`` ``[B, D, S, S]``."""
+    float32), the loss in float32. ``image`` ``[B, D, 3, S, S]``, ``label`` ``[B, D, S, S]``;
+    ``prompted`` ``[B]`` bool: samples that keep their boxes (None: all)."""
     with torch.autocast(image.device.type, dtype=dtype, enabled=dtype is not None):
-        out = net(image, boxes)
+        out = net(image, boxes) if prompted is None else net(image, boxes, prompted)
     return segmentation_loss(out["logits"].float(), label, dice_weight, include_background, reduce_sums)
 
 
@@ -278,7 +281,7 @@ class Trainer:
             reinit_decoder_head(model)
         spec = spec_for(self.normalization, self.dataset.channel_names, cfg.slices, cfg.image_size)
         model.input_spec = dataclasses.replace(spec, intensity=self._intensity_summary())
-        model.metadata = {"dataset": str(cfg.dataset)}
+        model.metadata = {"dataset": str(cfg.dataset), **prompt_metadata(cfg)}
         model.set_grad_checkpointing(cfg.grad_checkpoint)
         self.model = model
         self.net = model
@@ -429,16 +432,19 @@ class Trainer:
         return {"val_dice": float(np.mean(list(means.values()))), **per_name}
 
     # ------------------------------------------------------------------ steps
-    def _batch_boxes(self, label: torch.Tensor) -> torch.Tensor | None:
+    def _batch_boxes(self, label: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(boxes ``[B, D, 4]`` around class ``box_label``, which samples keep them ``[B]``) or
+        (None, None) without box prompts."""
         if self.cfg.prompt != "box":
-            return None
-        # seeded by (seed, step, process, micro-batch): a resumed run draws the same jitter
+            return None, None
+        # seeded by (seed, step, process, micro-batch): a resumed run draws the same jitter and dropout
         key = [self.cfg.seed, self.step, self.ddp_rank, self.pending]
         box_gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-        boxes = boxes_for_training(label, box_gen, self.cfg.box_jitter)
+        boxes = boxes_for_training(box_target(label, self.cfg.box_label), box_gen, self.cfg.box_jitter)
         if self.cfg.box_per == "stack":
             boxes = boxes[:, :1].expand_as(boxes).contiguous()  # slice 0's box for the stack (dataset_bbox.py:91-108)
-        return boxes.to(self.device)
+        prompted = prompt_keep(label.shape[0], self.cfg.prompt_dropout, box_gen) if self.cfg.prompt_dropout else None
+        return boxes.to(self.device), None if prompted is None else prompted.to(self.device)
 
     def _forward_backward(self, batch: dict, last_in_step: bool) -> tuple[torch.Tensor, ...]:
         """Loss of one micro-batch and its backward pass, the host allocator switched explicitly
@@ -446,12 +452,13 @@ class Trainer:
         cfg = self.cfg
         image = batch["image"].to(self.device, non_blocking=True)
         label = batch["label"].to(self.device, non_blocking=True)
-        boxes = self._batch_boxes(batch["label"])
+        boxes, prompted = self._batch_boxes(batch["label"])
         sync = self.distributed and not last_in_step
         with self.net.no_sync() if sync else contextlib.nullcontext():
             configure_allocator(self.host_memory[0])
             losses = training_loss(
-                self.net, image, label, boxes, self.dtype, cfg.dice_weight, cfg.include_background, self.reduce_sums
+                self.net, image, label, boxes, self.dtype, cfg.dice_weight, cfg.include_background, self.reduce_sums,
+                prompted,
             )
             configure_allocator(self.host_memory[1])
             if not torch.isfinite(losses[0]):
