@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .allocator import allocator_policy
-from .data.config import PreprocessConfig
+from .data.config import CheckConfig, PreprocessConfig
 from .demo import DemoConfig
 from .errors import InputError, MasamError
 from .eval.config import EvaluateConfig
@@ -49,11 +49,12 @@ def _cmd_params(args: argparse.Namespace) -> None:
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> None:
-    from .data import Normalization, load_dataset, preprocess_dataset
+    from .data import load_dataset, preprocess_dataset
+    from .data.preprocess import dataset_normalization
 
     c = _settings(PreprocessConfig, args)
     dataset = load_dataset(c.dataset, modality=c.modality)
-    norm = Normalization(dataset.modality, window=c.ct_window, percentile=c.mri_percentile)
+    norm = dataset_normalization(dataset, c.ct_window, c.mri_percentile)
     cache = preprocess_dataset(dataset, c.output, c.image_size, norm, progress=True)
     print(f"preprocessed {len(dataset.training)} cases ({dataset.modality}) into {cache}")
 
@@ -70,6 +71,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     report = predict_inputs(
         predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,
         overlays=c.overlays, boxes_file=c.boxes, boxes_from_labels_dir=c.boxes_from_labels, progress=not c.quiet,
+        series_uid=c.series,
     )  # fmt: skip
     print(f"wrote {len(report.written)} prediction(s) to {c.output}")
     for name, reason in report.failed.items():
@@ -116,6 +118,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .data.check import check_dataset, format_report
+
+    c = _settings(CheckConfig, args)
+    report = check_dataset(c.dataset, processes=c.processes)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -134,6 +145,9 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
     "predict": ("predict label maps for images, folders of images or video sequences", (PredictConfig,), _cmd_predict),
     "evaluate": (
         "Dice, HD95 and surface Dice of predictions against reference labels", (EvaluateConfig,), _cmd_evaluate
+    ),
+    "check": (
+        "read every case of a dataset and report all problems (exit code 1: not usable)", (CheckConfig,), _cmd_check
     ),
     "train": ("fine-tune MA-SAM on a dataset in the nnU-Net layout", (TrainConfig, TrainSession), _cmd_train),
     "demo": ("generate a phantom dataset, train vit_tiny on the CPU, predict and evaluate", (DemoConfig,), _cmd_demo),

@@ -40,3 +40,11 @@ class PreprocessConfig:
     modality: str | None = modality_setting()
     ct_window: tuple[float, float] = ct_window_setting()
     mri_percentile: float = mri_percentile_setting()
+
+
+@dataclass
+class CheckConfig:
+    """``masam check`` (issue 15): every problem of a dataset in one report."""
+
+    dataset: str = setting(help="dataset folder in the nnU-Net raw layout", group="data", short="-d")
+    processes: int = setting(2, "worker processes reading cases (1: read in this process)", "data")

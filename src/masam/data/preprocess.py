@@ -15,10 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
+from .channels import read_channels
 from .dataset import Case, Dataset, check_label_values
-from .io import read_label, read_volume
-from .normalize import Normalization
+from .io import read_label
+from .normalize import ChannelNormalization, Normalization
 from .slices import labels_to_slices, prepare_image, resize_slices
+
+
+def dataset_normalization(
+    dataset: Dataset, ct_window: tuple[float, float], mri_percentile: float
+) -> Normalization | ChannelNormalization:
+    """One rule per channel, by the channel's modality (several channels: :class:`ChannelNormalization`)."""
+    norms = [Normalization(m, ct_window, mri_percentile) for m in dataset.channel_modalities or (dataset.modality,)]
+    return norms[0] if len(norms) == 1 else ChannelNormalization(norms)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -27,9 +36,13 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def preprocess_case(
-    case: Case, labels: dict[str, int], normalization: Normalization, image_size: int, cache: Path
+    case: Case,
+    labels: dict[str, int],
+    normalization: Normalization | ChannelNormalization,
+    image_size: int,
+    cache: Path,
 ) -> dict:
-    image = read_volume(case.image)
+    image = read_channels(case.images)
     label = read_label(case.label, image)
     check_label_values(np.unique(label.array), labels, case.label)
     slices, axis = prepare_image(image, normalization, image_size)
@@ -54,7 +67,8 @@ def preprocess_case(
 
 
 def preprocess_dataset(
-    dataset: Dataset, cache: str | os.PathLike, image_size: int, normalization: Normalization, progress: bool = False
+    dataset: Dataset, cache: str | os.PathLike, image_size: int, normalization: Normalization | ChannelNormalization,
+    progress: bool = False
 ) -> Path:
     """Fill ``cache`` with every training case; cases already there under the same plan are kept."""
     cache = Path(cache)

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.channels import read_channels
 from ..data.io import Volume, read_volume
-from ..data.normalize import Normalization, normalization_from_spec
+from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..device import free_cached_memory, is_out_of_memory, resolve_device
 from ..errors import ConfigError, InputError, MissingFileError
@@ -86,7 +87,8 @@ def model_input_spec(model: MASAM) -> InputSpec:
 class Predictor:
     """Predict label maps with an MA-SAM model.
 
-    ``predict(image)`` takes a path (volume file or frame folder), a :class:`Volume`, or a numpy
+    ``predict(image)`` takes a path (volume file, frame folder or DICOM series folder), a list of
+    channel files (``CASE_0000``, ``CASE_0001``, ...), a :class:`Volume`, or a numpy
     array ``[z, y, x]`` with ``spacing``/``origin``/``direction`` (SimpleITK order). The input is
     prepared as the model's :class:`InputSpec` says, unless a ``normalization`` is given.
     """
@@ -94,7 +96,7 @@ class Predictor:
     def __init__(
         self,
         model: MASAM,
-        normalization: Normalization | None = None,
+        normalization: Normalization | ChannelNormalization | None = None,
         *,
         batch_size: int = 2,
         device: str | torch.device = "cpu",
@@ -111,6 +113,7 @@ class Predictor:
         self.batch_size = max(1, batch_size)
         self.stride = stride
         self.slices = model.config.slices
+        self.model_name = "masam"  # for DICOM-SEG headers; from_files names the weights file
 
     @classmethod
     def from_files(
@@ -125,7 +128,25 @@ class Predictor:
         """``modality`` replaces the model's (its stored window and percentile are kept)."""
         model = load_model(sam_checkpoint, find_weights(model_path), device=device)
         norm = normalization_from_spec(model_input_spec(model), modality) if modality is not None else None
-        return cls(model, norm, device=device, **kwargs)
+        predictor = cls(model, norm, device=device, **kwargs)
+        weights = find_weights(model_path)
+        predictor.model_name = f"{weights.parent.name}/{weights.stem}" if weights.parent.name else weights.stem
+        return predictor
+
+    @property
+    def channels(self) -> int:
+        """Input channels per case the model takes (``CASE_0000``, ``CASE_0001``, ...)."""
+        norm = self.normalization
+        return len(norm.channels) if isinstance(norm, ChannelNormalization) else 1
+
+    def _check_channels(self, volume: Volume) -> None:
+        given = 1 + len(volume.channels)
+        if not volume.is_video and given != self.channels:
+            names = list(self.input_spec.channels)
+            raise InputError(
+                f"{volume.path}: the model takes {self.channels} channel(s) {names}, the input has {given}; "
+                "give one CASE_000N file per channel"
+            )
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -195,7 +216,7 @@ class Predictor:
 
     def predict(
         self,
-        image: str | os.PathLike | Volume | np.ndarray,
+        image: str | os.PathLike | Volume | np.ndarray | list[str | os.PathLike],
         *,
         spacing=(1.0, 1.0, 1.0),
         origin=(0.0, 0.0, 0.0),
@@ -207,6 +228,7 @@ class Predictor:
         """``boxes``: ``{slice_index: [x0, y0, x1, y1]}`` in voxel coordinates of the slice
         (columns, rows) along the chosen slice axis."""
         volume = _as_volume(image, spacing, origin, direction)
+        self._check_channels(volume)
         size = self.model.image_size
         slices, axis = prepare_image(volume, self.normalization, size)
         n = slices.shape[0]
@@ -238,6 +260,8 @@ class Predictor:
 def _as_volume(image, spacing, origin, direction) -> Volume:
     if isinstance(image, Volume):
         return image
+    if isinstance(image, (list, tuple)):  # one file per channel (issue 15)
+        return read_channels(list(image))
     if isinstance(image, np.ndarray):
         if image.ndim != 3:
             raise InputError(f"expected a 3D array [z, y, x], got shape {image.shape}")

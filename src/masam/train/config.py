@@ -31,6 +31,11 @@ class TrainConfig:
     split_file: str | None = setting(None, "JSON {train: [...], val: [...]} instead of a seeded split", "data")
     augment: bool = setting(True, "augmentation; --no-augment switches it off", "data", flag="--no-augment")
     box_jitter: float = setting(0.1, "box prompts: each side moved by up to this share of the box", "data")
+    # issue 15: masam check before training
+    check_dataset: bool = setting(
+        True, "run masam check first; --no-check-dataset skips it", "data", flag="--no-check-dataset"
+    )
+    check_processes: int = setting(2, "processes reading cases for the dataset check", "data")
     # model
     sam_checkpoint: str | None = setting(None, "official SAM .pth to fine-tune (arch read from it)", "model")
     arch: str | None = setting(

@@ -28,12 +28,22 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..allocator import configure_allocator, training_policy
-from ..data import Normalization, StackAugmenter, StackDataset, load_dataset, preprocess_dataset, split_cases
+from ..data import (
+    ChannelNormalization,
+    Normalization,
+    StackAugmenter,
+    StackDataset,
+    load_dataset,
+    preprocess_dataset,
+    split_cases,
+)
+from ..data.check import check_dataset, format_report
 from ..data.io import read_label
 from ..data.normalize import spec_for
+from ..data.preprocess import dataset_normalization
 from ..data.slices import boxes_from_mask
 from ..device import resolve_device
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, DatasetError, TrainingError
 from ..eval.metrics import dice
 from ..fileio import atomic_path
 from ..infer.predictor import Predictor
@@ -117,7 +127,7 @@ class Trainer:
         self.device = torch.device("cpu")
         # data
         self.dataset = None
-        self.normalization: Normalization | None = None
+        self.normalization: Normalization | ChannelNormalization | None = None
         self.val_cases: list = []
         self.train_set: StackDataset | None = None
         # model and optimisation
@@ -183,8 +193,9 @@ class Trainer:
 
     def _setup_data(self) -> None:
         cfg = self.cfg
+        self._check_dataset()
         self.dataset = load_dataset(cfg.dataset, modality=cfg.modality)
-        self.normalization = Normalization(self.dataset.modality, cfg.ct_window, cfg.mri_percentile)
+        self.normalization = dataset_normalization(self.dataset, cfg.ct_window, cfg.mri_percentile)
         train_cases, self.val_cases = split_cases(self.dataset.training, cfg.val_fraction, cfg.seed, cfg.split_file)
         cache = self.run_dir / "cache"
         if self.is_main:
@@ -192,6 +203,15 @@ class Trainer:
         self._barrier()
         augment = StackAugmenter() if cfg.augment else None
         self.train_set = StackDataset(cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed)
+
+    def _check_dataset(self) -> None:
+        """Issue 15: ``masam check`` before anything is read for training; an unusable dataset stops
+        here with the whole report."""
+        if not self.cfg.check_dataset:
+            return
+        report = check_dataset(self.cfg.dataset, processes=self.cfg.check_processes)
+        if not report.ok:
+            raise DatasetError(f"{self.cfg.dataset}: the dataset is not usable:\n{format_report(report)}")
 
     def _setup_model(self) -> None:
         """The model through :func:`load_model` (an arch other than the SAM file's is refused), with
@@ -308,7 +328,7 @@ class Trainer:
         )
         per_class: dict[int, list[float]] = {c: [] for c in range(1, self.dataset.num_classes + 1)}
         for case in self.val_cases:
-            result = predictor.predict(case.image)
+            result = predictor.predict(case.images if case.channels else case.image)
             reference = read_label(case.label, result.volume).array
             for c in per_class:
                 per_class[c].append(dice(result.labels == c, reference == c))
