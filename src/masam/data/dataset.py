@@ -148,7 +148,7 @@ def load_dataset(root: str | os.PathLike, modality: str | None = None) -> Datase
     dataset = Dataset(root, {str(k): int(v) for k, v in labels.items()}, mod, ending)
     dataset.channel_names, dataset.channel_modalities = names, modalities
     for name, image in _cases(root / "imagesTr", ending, with_channel=True):
-        label = root / "labelsTr" / (name if list_frames(image) else name + ending)
+        label = root / "labelsTr" / (name if image.is_dir() and list_frames(image) else name + ending)
         if not label.exists():
             raise DatasetError(f"{label}: missing label for training case {name}")
         dataset.training.append(Case(name, image, label, _extra_channels(image, name, ending, len(names))))
