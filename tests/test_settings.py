@@ -50,7 +50,7 @@ def test_train_help_shows_the_real_defaults(capsys):
 
 
 def test_other_commands_are_generated_with_their_defaults(capsys):
-    assert set(COMMANDS) == {"convert", "preprocess", "predict", "evaluate", "train", "demo", "params"}
+    assert set(COMMANDS) == {"convert", "preprocess", "predict", "evaluate", "train", "demo", "params", "check"}
     assert "(default: faithful)" in _help(capsys, "predict") and "(default: 2)" in _help(capsys, "predict")
     assert "(default: metrics.json)" in _help(capsys, "evaluate")
     assert "(default: 600)" in _help(capsys, "demo")

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -211,7 +212,11 @@ class Trainer:
             return
         report = check_dataset(self.cfg.dataset, processes=self.cfg.check_processes)
         if not report.ok:
-            raise DatasetError(f"{self.cfg.dataset}: the dataset is not usable:\n{format_report(report)}")
+            if self.is_main:
+                print(format_report(report), file=sys.stderr)
+            # the error itself stays one line (the command line's rule): every error, file and problem
+            errors = "; ".join(f"{p.file}: {p.problem}" for p in report.problems if p.severity == "error")
+            raise DatasetError(f"{self.cfg.dataset}: the dataset is not usable (masam check): {errors}")
 
     def _setup_model(self) -> None:
         """The model through :func:`load_model` (an arch other than the SAM file's is refused), with
