@@ -44,7 +44,7 @@ def test_preprocess_command_fills_the_cache_and_reports_bad_datasets(tmp_path, c
     assert "dataset.json: not valid JSON" in capsys.readouterr().err
 
 
-def test_predict_with_an_original_masam_file_needs_only_the_modality(tmp_path, capsys):
+def test_predict_with_an_original_masam_file_reads_ct_in_the_originals_convention(tmp_path, capsys):
     import numpy as np
 
     from masam.data import read_volume
@@ -68,9 +68,10 @@ def test_predict_with_an_original_masam_file_needs_only_the_modality(tmp_path, c
         str(tmp_path / "p"),
         "--quiet",
     ]
-    assert main(args) == 1
-    assert "stores no normalisation" in capsys.readouterr().err
-    assert main([*args, "--modality", "CT"]) == 0
+    # issue 12: an original file predicts CT in the original's convention (its test.py reads CT only)
+    assert main([*args, "--modality", "MRI"]) == 1
+    assert "predicts CT volumes only" in capsys.readouterr().err
+    assert main(args) == 0
     written = read_volume(tmp_path / "p" / "case.nii.gz")
     assert written.array.shape == (5, 30, 30) and np.isin(np.unique(written.array), [0, 1, 2]).all()
 

@@ -50,7 +50,10 @@ def test_train_help_shows_the_real_defaults(capsys):
 
 
 def test_other_commands_are_generated_with_their_defaults(capsys):
-    assert set(COMMANDS) == {"convert", "preprocess", "predict", "evaluate", "train", "demo", "params", "check"}
+    assert set(COMMANDS) == {
+        "convert", "prepare", "preprocess", "predict", "evaluate", "train", "demo", "params", "check"
+    }  # fmt: skip
+    assert "{btcv,prostate,endovis} SRC DST" in " ".join(_help(capsys, "prepare").split())  # positionals
     assert "(default: faithful)" in _help(capsys, "predict") and "(default: 2)" in _help(capsys, "predict")
     assert "(default: metrics.json)" in _help(capsys, "evaluate")
     assert "(default: 600)" in _help(capsys, "demo")

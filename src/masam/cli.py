@@ -6,13 +6,14 @@ and keeps its traceback."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from .allocator import allocator_policy
-from .data.config import CheckConfig, PreprocessConfig
+from .data.config import CheckConfig, PrepareConfig, PreprocessConfig, label_map_from_text
 from .demo import DemoConfig
 from .errors import InputError, MasamError
 from .eval.config import EvaluateConfig
@@ -50,12 +51,16 @@ def _cmd_params(args: argparse.Namespace) -> None:
 
 def _cmd_preprocess(args: argparse.Namespace) -> None:
     from .data import load_dataset, preprocess_dataset
+    from .data.prepare import merged_names
     from .data.preprocess import dataset_normalization
 
     c = _settings(PreprocessConfig, args)
     dataset = load_dataset(c.dataset, modality=c.modality)
     norm = dataset_normalization(dataset, c.ct_window, c.mri_percentile)
-    cache = preprocess_dataset(dataset, c.output, c.image_size, norm, progress=True)
+    label_map = label_map_from_text(c.merge_labels)
+    if label_map:
+        dataset = dataclasses.replace(dataset, labels=merged_names(dataset.labels, label_map))
+    cache = preprocess_dataset(dataset, c.output, c.image_size, norm, progress=True, label_map=label_map)
     print(f"preprocessed {len(dataset.training)} cases ({dataset.modality}) into {cache}")
 
 
@@ -66,7 +71,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     c = _settings(PredictConfig, args)
     predictor = Predictor.from_files(
         c.model, c.sam_checkpoint, modality=c.modality, device=c.device, batch_size=c.batch_size,
-        precision=c.precision, stride=c.stack_stride,
+        precision=c.precision, stride=c.stack_stride, image_size=c.image_size,
     )  # fmt: skip
     report = predict_inputs(
         predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,
@@ -83,9 +88,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .eval import evaluate_folders, format_table, write_results
 
     c = _settings(EvaluateConfig, args)
+    label_map = label_map_from_text(c.merge_labels)
     names = _class_names(c.dataset_json) if c.dataset_json else None
+    if names and label_map:  # classes merged away are not evaluated
+        names = {v: n for v, n in names.items() if v not in label_map}
     classes = sorted(names) if names else None
-    results = evaluate_folders(c.pred, c.ref, classes, names, nsd_tolerance=c.nsd_tolerance)
+    results = evaluate_folders(
+        c.pred, c.ref, classes, names, nsd_tolerance=c.nsd_tolerance, label_map=label_map
+    )
     json_path, csv_path = write_results(results, c.output)
     print(format_table(results))
     print(f"wrote {json_path} and {csv_path}")
@@ -127,6 +137,36 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from .data import prepare
+
+    c = _settings(PrepareConfig, args)
+    label_map = label_map_from_text(c.merge_labels) if c.merge_labels is not None else None
+    if label_map is not None and c.dataset != "btcv":
+        raise InputError("--merge-labels applies to btcv here; use it with masam train/preprocess/evaluate otherwise")
+    if c.site and c.dataset != "prostate":
+        raise InputError("--site applies to prostate only")
+    try:
+        if c.dataset == "btcv":
+            out = prepare.prepare_btcv(c.source, c.destination, merge=label_map)
+        elif c.dataset == "prostate":
+            out = prepare.prepare_prostate(c.source, c.destination, sites=_sites(c.site))
+        else:
+            out = prepare.prepare_endovis(c.source, c.destination)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    print(f"prepared {c.dataset} from {c.source} into {out}")
+
+
+def _sites(pairs: tuple[str, ...] | None) -> dict[str, str] | None:
+    """``("BIDMC=C", ...)`` -> ``{"BIDMC": "C", ...}``."""
+    if not pairs:
+        return None
+    if not all("=" in p for p in pairs):
+        raise InputError(f"--site takes FOLDER=LETTER pairs, got {' '.join(pairs)}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -138,6 +178,10 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], int | None]]] = {
     "convert": (
         "turn a fine-tuned file of the original MA-SAM code into masam's format", (ConvertConfig,), _cmd_convert
+    ),
+    "prepare": (
+        "convert the paper's raw BTCV, prostate or EndoVis'18 downloads into masam's dataset layout",
+        (PrepareConfig,), _cmd_prepare,
     ),
     "preprocess": (
         "read, normalise and resize a dataset once into a cache folder", (PreprocessConfig,), _cmd_preprocess

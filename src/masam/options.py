@@ -37,6 +37,7 @@ def setting(
     default_text: str | None = None,
     required: bool = False,
     cli: bool = True,
+    positional: bool = False,
 ) -> Any:
     """A dataclass field with its command-line description.
 
@@ -44,9 +45,10 @@ def setting(
     for use from Python). ``flag``: the option's name when not ``--field-name`` (e.g.
     ``--no-augment`` for a boolean that defaults to True). ``default_text``: how ``--help`` shows
     the default when the value alone would not say it (e.g. None meaning "read from the dataset").
-    ``cli`` False: a setting without a command-line option."""
+    ``cli`` False: a setting without a command-line option. ``positional``: a required positional
+    argument named after the field (e.g. ``masam prepare btcv SRC DST``)."""
     meta = {"help": help, "group": group, "flag": flag, "short": short, "choices": choices, "metavar": metavar}
-    meta.update(default_text=default_text, required=required, cli=cli)
+    meta.update(default_text=default_text, required=required, cli=cli, positional=positional)
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -98,9 +100,13 @@ def _argument(f: dataclasses.Field, hint: Any) -> tuple[list[str], dict]:
     if _value_type(hint) is bool:
         kwargs["action"] = "store_false" if default is True else "store_true"
         return names, kwargs
+    if meta.get("positional"):
+        names, required = [f.name], False  # argparse: positionals are required and take no dest
+        kwargs.pop("dest")
     kwargs["type"] = _value_type(hint)
     if typing.get_origin(hint) is tuple:
-        kwargs["nargs"] = len(typing.get_args(hint))
+        args = typing.get_args(hint)
+        kwargs["nargs"] = "+" if args[-1] is Ellipsis else len(args)
     if required:
         kwargs["required"] = True
     for key in ("choices", "metavar"):

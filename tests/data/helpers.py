@@ -64,3 +64,47 @@ def make_video_dataset(root: Path, sequences=2, frames=6, size=(32, 40)) -> Path
     meta = {"channel_names": {"0": "RGB"}, "labels": {"background": 0, "tool": 1, "tissue": 2}, "file_ending": ".png"}
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
+
+
+def make_btcv_raw(root: Path, ids=("0001", "0002", "0035", "0040")) -> Path:
+    """The Synapse BTCV layout ``img/imgXXXX.nii.gz`` + ``label/labelXXXX.nii.gz`` with labels 13, 12 and 6."""
+    (root / "img").mkdir(parents=True)
+    (root / "label").mkdir()
+    for i, case in enumerate(ids):
+        label = np.zeros((4, 10, 12), np.uint8)
+        label[1, 2:5, 3:6] = 13
+        label[2, 4:8, 1:4] = 12
+        label[3, 0:2, 0:2] = 6
+        write_volume(root / "img" / f"img{case}.nii.gz", np.full((4, 10, 12), i, np.int16), (0.7, 0.7, 2.5))
+        write_volume(root / "label" / f"label{case}.nii.gz", label, (0.7, 0.7, 2.5))
+    return root
+
+
+def make_prostate_raw(root: Path) -> Path:
+    """Two sites of the multi-site prostate layout ``SITE/CaseXX.nii.gz`` + ``CaseXX_segmentation.nii.gz``."""
+    for site, cases, seg in (("UCL", ("01", "26", "32"), "segmentation"), ("BMC", ("00", "03"), "Segmentation")):
+        (root / site).mkdir(parents=True)
+        for case in cases:
+            label = np.zeros((3, 8, 8), np.uint8)
+            label[1, 2:6, 2:6] = 2  # a zonal label: the original binarises it
+            label[2, 3:4, 3:4] = 1
+            image = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+            write_volume(root / site / f"Case{case}.nii.gz", image)
+            write_volume(root / site / f"Case{case}_{seg}.nii.gz", label)
+    return root
+
+
+def make_endovis_raw(root: Path, colours: list) -> Path:
+    """EndoVis'18 ``Train|Test/seq_N/left_frames|labels`` with every colour of ``colours`` once per frame."""
+    for part, seqs in (("Train", (1, 2)), ("Test", (1,))):
+        for s in seqs:
+            frames, labels = root / part / f"seq_{s}" / "left_frames", root / part / f"seq_{s}" / "labels"
+            frames.mkdir(parents=True)
+            labels.mkdir(parents=True)
+            for t in range(3):
+                rgb = np.zeros((6, 8, 3), np.uint8)
+                for k in range(len(colours)):  # every class once: pixel k + t of the flattened frame
+                    rgb.reshape(-1, 3)[k + t] = colours[k]
+                Image.fromarray(rgb).save(labels / f"frame{t:03d}.png")
+                Image.fromarray(np.full((6, 8, 3), 40 * t, np.uint8)).save(frames / f"frame{t:03d}.png")
+    return root

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from masam.cli import main
 from masam.data import load_dataset
 from masam.data.dataset import DatasetError, split_cases
 from masam.data.io import read_label, read_volume
@@ -21,7 +21,7 @@ from masam.data.prepare import (
     prepare_endovis,
     prepare_prostate,
 )
-from tests.data.helpers import write_volume
+from tests.data.helpers import make_btcv_raw, make_endovis_raw, make_prostate_raw, write_volume
 
 
 def test_merge_labels_and_its_text_form():
@@ -35,16 +35,7 @@ def test_merge_labels_and_its_text_form():
 
 
 def _btcv(root, ids=("0001", "0002", "0035", "0040")):
-    (root / "img").mkdir(parents=True)
-    (root / "label").mkdir()
-    for i, case in enumerate(ids):
-        label = np.zeros((4, 10, 12), np.uint8)
-        label[1, 2:5, 3:6] = 13
-        label[2, 4:8, 1:4] = 12
-        label[3, 0:2, 0:2] = 6
-        write_volume(root / "img" / f"img{case}.nii.gz", np.full((4, 10, 12), i, np.int16), (0.7, 0.7, 2.5))
-        write_volume(root / "label" / f"label{case}.nii.gz", label, (0.7, 0.7, 2.5))
-    return root
+    return make_btcv_raw(root, ids)
 
 
 def test_btcv_merges_13_into_12_and_holds_out_the_originals_test_cases(tmp_path):
@@ -74,17 +65,7 @@ def test_btcv_missing_label_is_one_clear_error(tmp_path):
 
 
 def test_prostate_sites_binary_labels_and_per_site_test_cases(tmp_path):
-    raw = tmp_path / "raw"
-    for site, cases, seg in (("UCL", ("01", "26", "32"), "segmentation"), ("BMC", ("00", "03"), "Segmentation")):
-        (raw / site).mkdir(parents=True)
-        for case in cases:
-            label = np.zeros((3, 8, 8), np.uint8)
-            label[1, 2:6, 2:6] = 2  # a zonal label: the original binarises it
-            label[2, 3:4, 3:4] = 1
-            write_volume(
-                raw / site / f"Case{case}.nii.gz", np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
-            )
-            write_volume(raw / site / f"Case{case}_{seg}.nii.gz", label)
+    raw = make_prostate_raw(tmp_path / "raw")
     dst = prepare_prostate(raw, tmp_path / "Prostate")
     ds = load_dataset(dst)
     assert ds.modality == "MRI" and ds.num_classes == 1
@@ -101,18 +82,7 @@ def test_prostate_sites_binary_labels_and_per_site_test_cases(tmp_path):
 
 def test_endovis_colour_labels_become_the_published_indices(tmp_path):
     colours = list(ENDOVIS_COLOURS)
-    raw = tmp_path / "raw"
-    for part, seqs in (("Train", (1, 2)), ("Test", (1,))):
-        for s in seqs:
-            frames, labels = raw / part / f"seq_{s}" / "left_frames", raw / part / f"seq_{s}" / "labels"
-            frames.mkdir(parents=True)
-            labels.mkdir(parents=True)
-            for t in range(3):
-                rgb = np.zeros((6, 8, 3), np.uint8)
-                for k in range(12):  # every class once: pixel k of the flattened frame
-                    rgb.reshape(-1, 3)[k + t] = colours[k]
-                Image.fromarray(rgb).save(labels / f"frame{t:03d}.png")
-                Image.fromarray(np.full((6, 8, 3), 40 * t, np.uint8)).save(frames / f"frame{t:03d}.png")
+    raw = make_endovis_raw(tmp_path / "raw", colours)
     dst = prepare_endovis(raw, tmp_path / "EndoVis")
     ds = load_dataset(dst)
     assert [c.name for c in ds.training] == ["endovis_0001", "endovis_0002"] and ds.modality == "RGB"
@@ -130,3 +100,56 @@ def test_endovis_without_sequences_is_one_clear_error(tmp_path):
     (tmp_path / "raw").mkdir()
     with pytest.raises(DatasetError, match="no Train/seq_N or Test/seq_N"):
         prepare_endovis(tmp_path / "raw", tmp_path / "out")
+
+
+def test_masam_prepare_converts_the_three_raw_layouts_through_the_cli(tmp_path, capsys):
+    btcv = tmp_path / "BTCV"
+    assert main(["prepare", "btcv", str(make_btcv_raw(tmp_path / "btcv_raw")), str(btcv)]) == 0
+    assert load_dataset(btcv).num_classes == 12
+    assert read_label(btcv / "labelsTr" / "btcv_0001.nii.gz").array.max() == 12
+    btcv13 = tmp_path / "BTCV13"
+    assert main(["prepare", "btcv", str(tmp_path / "btcv_raw"), str(btcv13), "--merge-labels", "6:0"]) == 0
+    ds13 = load_dataset(btcv13)
+    assert ds13.num_classes == 13 and "liver" not in ds13.labels
+    assert set(np.unique(read_label(btcv13 / "labelsTr" / "btcv_0001.nii.gz").array)) == {0, 12, 13}
+    prostate = tmp_path / "Prostate"
+    raw = make_prostate_raw(tmp_path / "p_raw")
+    (raw / "UCL").rename(raw / "SiteD_renamed")
+    assert main(["prepare", "prostate", str(raw), str(prostate), "--site", "SiteD_renamed=D", "BMC=B"]) == 0
+    assert json.loads((prostate / "splits_original.json").read_text())["train"] == ["prostateB_0000", "prostateD_0026"]
+    endovis = tmp_path / "EndoVis"
+    e_raw = make_endovis_raw(tmp_path / "e_raw", list(ENDOVIS_COLOURS))
+    assert main(["prepare", "endovis", str(e_raw), str(endovis)]) == 0
+    assert load_dataset(endovis).num_classes == 11
+    capsys.readouterr()
+    assert main(["prepare", "btcv", str(tmp_path / "btcv_raw"), str(tmp_path / "x"), "--merge-labels", "13-12"]) == 1
+    assert "expected FROM:TO" in capsys.readouterr().err
+    assert main(["prepare", "endovis", str(tmp_path / "nothing"), str(tmp_path / "y")]) == 1
+
+
+def test_merge_labels_in_the_cache_and_in_evaluate(tmp_path):
+    """--merge-labels on a 13-class BTCV: label 13 becomes 12 in the cache, 12 classes remain."""
+    dataset = prepare_btcv(make_btcv_raw(tmp_path / "raw"), tmp_path / "BTCV13", merge={})
+    cache = tmp_path / "cache"
+    argv = ["preprocess", "-d", str(dataset), "-o", str(cache), "--image-size", "16", "--merge-labels", "13:12"]
+    assert main(argv) == 0
+    plan = json.loads((cache / "plan.json").read_text())
+    assert max(plan["labels"].values()) == 12 and plan["label_map"] == {"13": 12}
+    cached = np.load(cache / "btcv_0001_label.npy")
+    assert cached.max() == 12 and (cached == 12).sum() > 0 and not (cached == 13).any()
+    # evaluate: a prediction with 12 where the reference has 13 scores Dice 1 once merged
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    ref = read_label(dataset / "labelsTr" / "btcv_0001.nii.gz")
+    write_volume(pred / "btcv_0001.nii.gz", merge_labels(ref.array, {13: 12}), tuple(ref.spacing))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "btcv_0001.nii.gz").write_bytes((dataset / "labelsTr" / "btcv_0001.nii.gz").read_bytes())
+    out = tmp_path / "m.json"
+    argv = ["evaluate", "-p", str(pred), "-r", str(refs), "-o", str(out)]
+    argv += ["--dataset-json", str(dataset / "dataset.json")]
+    assert main([*argv, "--merge-labels", "13:12"]) == 0
+    means = json.loads(out.read_text())["mean_per_class"]
+    assert len(means) == 12 and means["right_adrenal_gland"]["dice"] == 1.0
+    assert main(argv) == 0  # unmerged: class 12 disagrees
+    assert json.loads(out.read_text())["mean_per_class"]["right_adrenal_gland"]["dice"] < 1.0

@@ -26,6 +26,43 @@ def mri_percentile_setting():
     return setting(99.0, "MRI upper clip percentile (per volume)", "data")
 
 
+def merge_labels_setting(group: str = "data"):
+    return setting(
+        None, "label values merged when labels are read, FROM:TO[,FROM:TO] (BTCV: 13:12)", group, metavar="MAP"
+    )
+
+
+def label_map_from_text(text: str | None) -> dict[int, int]:
+    """``--merge-labels`` text -> ``{from: to}`` (empty when not given); a bad map is a ConfigError."""
+    from ..errors import ConfigError
+    from .prepare import parse_label_map
+
+    try:
+        return parse_label_map(text) if text else {}
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+PREPARE_DATASETS = ("btcv", "prostate", "endovis")
+
+
+@dataclass
+class PrepareConfig:
+    """``masam prepare``: a public raw layout of the paper's data -> masam's dataset layout (issue 12)."""
+
+    dataset: str = setting(help="which raw layout", group="files", choices=PREPARE_DATASETS, positional=True)
+    source: str = setting(help="the raw download's folder", group="files", metavar="SRC", positional=True)
+    destination: str = setting(help="the dataset folder to write", group="files", metavar="DST", positional=True)
+    merge_labels: str | None = setting(
+        None, "label values merged, FROM:TO[,FROM:TO] (btcv only)", "files", metavar="MAP",
+        default_text="btcv: 13:12 as the original",
+    )  # fmt: skip
+    site: tuple[str, ...] = setting(
+        (), "prostate: site folder names and their letters, FOLDER=LETTER ...", "files", metavar="FOLDER=LETTER",
+        default_text="the known site names",
+    )  # fmt: skip
+
+
 def image_size_setting(group: str = "model"):
     return setting(512, "model input size, a multiple of 16", group)
 
@@ -40,6 +77,7 @@ class PreprocessConfig:
     modality: str | None = modality_setting()
     ct_window: tuple[float, float] = ct_window_setting()
     mri_percentile: float = mri_percentile_setting()
+    merge_labels: str | None = merge_labels_setting()  # issue 12
 
 
 @dataclass

@@ -19,6 +19,7 @@ from .channels import read_channels
 from .dataset import Case, Dataset, check_label_values
 from .io import read_label
 from .normalize import ChannelNormalization, Normalization
+from .prepare import merge_labels
 from .slices import labels_to_slices, prepare_image, resize_slices
 
 
@@ -41,12 +42,15 @@ def preprocess_case(
     normalization: Normalization | ChannelNormalization,
     image_size: int,
     cache: Path,
+    label_map: dict[int, int] | None = None,
 ) -> dict:
+    """``label_map``: label values merged as they are read (``--merge-labels``, e.g. ``{13: 12}``)."""
     image = read_channels(case.images)
     label = read_label(case.label, image)
-    check_label_values(np.unique(label.array), labels, case.label)
+    label_array = merge_labels(label.array, label_map or {})
+    check_label_values(np.unique(label_array), labels, case.label)
     slices, axis = prepare_image(image, normalization, image_size)
-    label_slices = resize_slices(labels_to_slices(label.array, axis, image.is_video), image_size, labels=True)
+    label_slices = resize_slices(labels_to_slices(label_array, axis, image.is_video), image_size, labels=True)
     info = {
         "name": case.name,
         "image": str(case.image),
@@ -67,10 +71,15 @@ def preprocess_case(
 
 
 def preprocess_dataset(
-    dataset: Dataset, cache: str | os.PathLike, image_size: int, normalization: Normalization | ChannelNormalization,
-    progress: bool = False
+    dataset: Dataset,
+    cache: str | os.PathLike,
+    image_size: int,
+    normalization: Normalization | ChannelNormalization,
+    progress: bool = False,
+    label_map: dict[int, int] | None = None,
 ) -> Path:
-    """Fill ``cache`` with every training case; cases already there under the same plan are kept."""
+    """Fill ``cache`` with every training case; cases already there under the same plan are kept.
+    ``label_map``: label values merged as they are read (``dataset.labels`` already merged)."""
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     plan = {
@@ -78,6 +87,7 @@ def preprocess_dataset(
         "normalization": normalization.to_dict(),
         "labels": dataset.labels,
         "modality": normalization.modality,
+        "label_map": {str(k): v for k, v in label_map.items()} if label_map else None,
     }
     plan_path = cache / "plan.json"
     old = json.loads(plan_path.read_text()) if plan_path.is_file() else None
@@ -91,7 +101,7 @@ def preprocess_dataset(
     for case in cases:
         complete = all((cache / f"{case.name}{s}").is_file() for s in ("_image.npy", "_label.npy", ".json"))
         if not (case.name in done and complete):
-            preprocess_case(case, dataset.labels, normalization, image_size, cache)
+            preprocess_case(case, dataset.labels, normalization, image_size, cache, label_map)
         done.add(case.name)
     plan["cases"] = sorted(done)
     with atomic_path(plan_path) as tmp:

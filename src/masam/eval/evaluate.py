@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.io import read_label, read_volume, scan_cases
+from ..data.prepare import merge_labels
 from ..errors import ImageReadError, MissingFileError
 from ..fileio import atomic_path
 from .metrics import case_metrics
@@ -24,11 +25,13 @@ def evaluate_folders(
     classes: list[int] | None = None,
     class_names: dict[int, str] | None = None,
     nsd_tolerance: float = 2.0,
+    label_map: dict[int, int] | None = None,
 ) -> dict:
     """Per case and per class metrics, per-class means and the overall mean.
 
     Cases are matched by name (``CASE.nii.gz`` etc.); a reference without a prediction is an
-    error. ``classes`` default: every foreground value found in the references.
+    error. ``classes`` default: every foreground value found in the references. ``label_map``:
+    label values merged in both (``--merge-labels``, e.g. ``{13: 12}``).
     """
     preds, refs = scan_cases(pred_dir, channel_suffix=False), scan_cases(ref_dir, channel_suffix=False)
     if not refs:
@@ -47,7 +50,8 @@ def evaluate_folders(
                 f"{list(ref_label.array.shape)}"
             )
         spacing = tuple(reversed(ref.spacing)) if ref is not None else (1.0, 1.0, 1.0)
-        loaded[name] = (pred_label.array, ref_label.array, spacing)
+        merge = label_map or {}
+        loaded[name] = (merge_labels(pred_label.array, merge), merge_labels(ref_label.array, merge), spacing)
     if classes is None:
         classes = sorted({int(v) for _, r, _ in loaded.values() for v in np.unique(r) if v > 0})
     names = {c: (class_names or {}).get(c, str(c)) for c in classes}

@@ -24,6 +24,9 @@ class PredictConfig:
     series: str | None = setting(None, "SeriesInstanceUID: predict this series of a DICOM folder", "files")
     save_probabilities: bool = setting(False, "also write CASE_probabilities.npz (float16)", "files")
     overlays: bool = setting(False, "write PNG slices with class contours to OUTPUT/overlays", "files")
+    image_size: int | None = setting(
+        None, "model input size of an original MA-SAM file (masam files store theirs)", "files", default_text="512"
+    )
     boxes: str | None = setting(None, "JSON {case: {slice: [x0, y0, x1, y1]}} box prompts, voxel units", "prompts")
     boxes_from_labels: str | None = setting(None, "derive one box per slice from the labels in this folder", "prompts")
     batch_size: int = setting(2, "stacks per forward pass", "runtime")

@@ -8,6 +8,7 @@ of probabilities, not the whole volume.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.channels import read_channels
+from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX
 from ..data.io import Volume, read_volume
 from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
@@ -27,6 +29,7 @@ from ..model.checkpoint import load_model
 from ..model.masam import MASAM
 from ..precision import PRECISIONS
 from ..spec import InputSpec
+from .original import predict_original
 
 # Named prediction modes: slices between stack centres. "faithful" is the paper's (every slice the
 # centre of a stack); "fast" tiles the volume with stacks, five times fewer forward passes (time
@@ -46,14 +49,25 @@ class Prediction:
 
 
 def find_weights(model_path: str | os.PathLike) -> Path:
-    """A weights file, or the best (else last) model of a run folder."""
+    """A weights file, or the model a run folder designates: the last one where its
+    ``config.json`` says ``predict_with: last`` (the paper preset), else the best (else last)."""
     path = Path(model_path)
     if path.is_dir():
-        for name in ("model_best.safetensors", "model_last.safetensors"):
+        for name in _run_models(path):
             if (path / name).is_file():
                 return path / name
-        raise MissingFileError(f"{path}: a folder without model_best.safetensors or model_last.safetensors")
+        raise MissingFileError(f"{path}: a run folder without {' or '.join(_run_models(path))}")
     return path
+
+
+def _run_models(run: Path) -> tuple[str, ...]:
+    try:
+        designated = json.loads((run / "config.json").read_text())["train"].get("predict_with", "best")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        designated = "best"
+    if designated == "last":
+        return ("model_last.safetensors",)
+    return ("model_best.safetensors", "model_last.safetensors")
 
 
 def stack_centres(num_slices: int, stride: int = 1, slices: int = 5) -> list[int]:
@@ -106,7 +120,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.input_spec = model_input_spec(model)
-        self.normalization = normalization if normalization is not None else normalization_from_spec(self.input_spec)
+        self.normalization = normalization if normalization is not None else _spec_normalization(self.input_spec)
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
@@ -123,10 +137,13 @@ class Predictor:
         *,
         modality: str | None = None,
         device: str = "cpu",
+        image_size: int | None = None,
         **kwargs,
     ) -> Predictor:
-        """``modality`` replaces the model's (its stored window and percentile are kept)."""
-        model = load_model(sam_checkpoint, find_weights(model_path), device=device)
+        """``modality`` replaces the model's (its stored window and percentile are kept);
+        ``image_size``: the input size of an original MA-SAM file (default 512)."""
+        sizes = {"image_size": image_size} if image_size is not None else {}
+        model = load_model(sam_checkpoint, find_weights(model_path), device=device, **sizes)
         norm = normalization_from_spec(model_input_spec(model), modality) if modality is not None else None
         predictor = cls(model, norm, device=device, **kwargs)
         weights = find_weights(model_path)
@@ -226,9 +243,12 @@ class Predictor:
         progress: bool = False,
     ) -> Prediction:
         """``boxes``: ``{slice_index: [x0, y0, x1, y1]}`` in voxel coordinates of the slice
-        (columns, rows) along the chosen slice axis."""
+        (columns, rows) along the chosen slice axis. A model whose input spec has the original
+        MA-SAM's convention goes through :meth:`predict_original_convention`."""
         volume = _as_volume(image, spacing, origin, direction)
         self._check_channels(volume)
+        if self.input_spec.convention == "original":
+            return self.predict_original_convention(volume, boxes is not None, return_probabilities)
         size = self.model.image_size
         slices, axis = prepare_image(volume, self.normalization, size)
         n = slices.shape[0]
@@ -255,6 +275,40 @@ class Predictor:
         if probabilities is not None and not volume.is_video:
             probabilities = np.moveaxis(probabilities, 1, 1 + axis)
         return Prediction(out_labels, volume, probabilities, axis)
+
+    def predict_original_convention(self, volume: Volume, boxes: bool = False, probabilities: bool = False):
+        """The original code's preprocessing and test loop (issue 12): slices along the file's
+        ``[z]`` array axis, 180° turn, CT window + per-stack min-max, cubic zoom both ways.
+        Labels ``[z, y, x]`` in the input's geometry; CT only, no prompts, no probabilities."""
+        if volume.is_video or self.normalization.modality != "CT":
+            raise InputError(
+                f"{volume.path}: a model in the original MA-SAM convention predicts CT volumes only "
+                f"(modality {self.normalization.modality})"
+            )
+        if boxes or probabilities:
+            raise ConfigError("a model in the original MA-SAM convention takes no boxes and writes no probabilities")
+        labels = predict_original(
+            lambda stacks: self._forward(stacks, None), volume.array, self.model.image_size, slices=self.slices,
+            batch_size=self.batch_size, **original_ct_settings(self.normalization),
+        )  # fmt: skip
+        return Prediction(labels, volume, None, 0)
+
+
+def original_ct_settings(normalization: Normalization) -> dict:
+    """Window, mean and std of the original's CT intensities for a normalisation: the box task's
+    (dataset_bbox.py:20-22) when its window is [-50, 200], else BTCV's with the window given."""
+    window = tuple(float(v) for v in normalization.window)
+    if window == ORIGINAL_CT_BOX["window"]:
+        return dict(ORIGINAL_CT_BOX)
+    return {**ORIGINAL_CT, "window": window}
+
+
+def _spec_normalization(spec: InputSpec) -> Normalization:
+    """The spec's normalisation; an original MA-SAM file (no modality stored) is CT, the only
+    modality the original's test loop reads (test.py)."""
+    if spec.convention == "original" and spec.modality is None:
+        return Normalization("CT")
+    return normalization_from_spec(spec)
 
 
 def _as_volume(image, spacing, origin, direction) -> Volume:

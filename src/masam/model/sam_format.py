@@ -30,6 +30,16 @@ HEAD_GROUPS = (
 )
 
 
+def reinit_decoder_head(model: MASAM) -> None:
+    """Mask tokens, hypernetwork MLPs and IoU head back to PyTorch's initialisation (draws from
+    torch's global generator), as the original always leaves them at 512² (build_sam.py:129-145)."""
+    decoder = model.mask_decoder
+    for part in (decoder.mask_tokens, decoder.output_hypernetworks_mlps, decoder.iou_prediction_head):
+        for module in part.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+
 def read_torch_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` from a PyTorch file, refusing anything but plain tensors."""
     path = Path(path)

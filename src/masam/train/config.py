@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..allocator import TRAINING_POLICIES
-from ..data.config import ct_window_setting, image_size_setting, modality_setting, mri_percentile_setting
+from ..data.config import (
+    ct_window_setting,
+    image_size_setting,
+    merge_labels_setting,
+    modality_setting,
+    mri_percentile_setting,
+)
 from ..errors import ConfigError
 from ..options import check_presets, setting
 from ..precision import PRECISIONS
@@ -59,7 +65,10 @@ class TrainConfig:
         True, "the background in the Dice loss (the original's); --exclude-background leaves it out",
         "optimisation", flag="--exclude-background",
     )  # fmt: skip
-    precision: str = setting("fp32", "compute precision; fp16 needs CUDA", "optimisation", choices=tuple(PRECISIONS))
+    precision: str = setting(
+        "fp32", "compute precision; fp16 needs CUDA; auto: fp16 + TF32 on CUDA (bf16 where fp16 is unavailable), "
+        "fp32 on the CPU", "optimisation", choices=(*PRECISIONS, "auto"),
+    )  # fmt: skip
     grad_checkpoint: bool = setting(False, "recompute encoder blocks in backward (less memory)", "optimisation")
     # schedule
     epochs: int = setting(400, "epochs in the schedule", "schedule")
@@ -85,6 +94,24 @@ class TrainConfig:
         choices=("auto", *TRAINING_POLICIES),
     )
     resume: bool = setting(False, "continue the run in --output", "runtime")
+    # issue 12: the original's recipe (see docs/fidelity.md)
+    augment_policy: str | None = setting(
+        None, "the original's augmentation set: original, or original-box (no erasing, no geometric RandAugment ops)",
+        "data", choices=("original", "original-box"), default_text="original-box with --prompt box, else original",
+    )  # fmt: skip
+    box_per: str = setting(
+        "slice", "box prompts: one per slice, or slice 0's box for every slice of the stack (the original's)",
+        "data", choices=("slice", "stack"),
+    )  # fmt: skip
+    merge_labels: str | None = merge_labels_setting()
+    snapshot_every: int = setting(0, "epochs between snapshots model_epoch_N.safetensors; 0 = none", "schedule")
+    predict_with: str = setting(
+        "best", "the model the run folder designates for masam predict", "schedule", choices=("best", "last")
+    )
+    reinit_head: bool = setting(
+        False, "re-initialise the decoder's mask tokens, hypernetworks and IoU head even where SAM's fit (the "
+        "original's)", "model",
+    )  # fmt: skip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,8 +139,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scale": 1.0,
         "weight_decay": 0.1,
         "dice_weight": 0.8,
+        # the original's protocol (issue 12): every training case, no validation, a snapshot every
+        # 20 epochs, the last model, mixed precision on CUDA, the decoder head always re-initialised
+        "val_fraction": 0.0,
+        "val_every": 0,
+        "snapshot_every": 20,
+        "predict_with": "last",
+        "precision": "auto",
+        "reinit_head": True,
     },
 }
+# the paper's four tasks (docs/fidelity.md): the paper's protocol plus each task's data settings
+PRESETS["btcv"] = {**PRESETS["paper"], "merge_labels": "13:12", "ct_window": (-200.0, 250.0)}
+PRESETS["prostate"] = {**PRESETS["paper"], "modality": "MRI", "mri_percentile": 99.0}
+PRESETS["endovis"] = {**PRESETS["paper"], "modality": "RGB"}
+PRESETS["tumour-box"] = {
+    **PRESETS["paper"], "ct_window": (-50.0, 200.0), "prompt": "box", "augment_policy": "original-box",
+    "box_per": "stack", "box_jitter": 0.0,
+}  # fmt: skip
 check_presets(TrainConfig, PRESETS)
 PAPER_PRESET = PRESETS["paper"]
 

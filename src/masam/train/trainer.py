@@ -15,6 +15,7 @@ name and renamed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -38,9 +39,12 @@ from ..data import (
     preprocess_dataset,
     split_cases,
 )
+from ..data.augment import AugmentConfig
 from ..data.check import check_dataset, format_report
+from ..data.config import label_map_from_text
 from ..data.io import read_label
 from ..data.normalize import spec_for
+from ..data.prepare import merged_names
 from ..data.preprocess import dataset_normalization
 from ..data.slices import boxes_from_mask
 from ..device import resolve_device
@@ -49,7 +53,8 @@ from ..eval.metrics import dice
 from ..fileio import atomic_path
 from ..infer.predictor import Predictor
 from ..model.checkpoint import load_model, save_weights
-from ..precision import PRECISIONS
+from ..model.sam_format import reinit_decoder_head
+from ..precision import PRECISIONS, allow_tf32, resolve_precision
 from .config import TrainConfig
 from .losses import segmentation_loss
 from .schedule import EpochSampler, lr_at
@@ -139,6 +144,8 @@ class Trainer:
         self.scaler: torch.amp.GradScaler | None = None
         self.reduce_sums = None
         self.dtype: torch.dtype | None = None
+        self.precision = config.precision  # resolved by setup ("auto" -> fp16, bf16 or fp32)
+        self.label_map: dict[int, int] = {}
         self.host_memory: tuple[str, str] = ("reuse", "reuse")  # allocator modes: forward, backward
         # where the run is
         self.epoch, self.batch_in_epoch, self.step, self.best = 0, 0, 0, -1.0
@@ -179,13 +186,16 @@ class Trainer:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         self.device = device
-        if cfg.precision not in PRECISIONS:
+        self.precision = resolve_precision(cfg.precision, device)
+        if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+        if cfg.precision == "auto" and device.type == "cuda":
+            allow_tf32()
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if cfg.precision == "fp16" and device.type != "cuda":
+        if self.precision == "fp16" and device.type != "cuda":
             raise ConfigError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32 on the CPU")
-        self.dtype = PRECISIONS[cfg.precision]
+        self.dtype = PRECISIONS[self.precision]
         self.host_memory = training_policy(cfg.host_allocator, cfg.grad_checkpoint)
 
     def _barrier(self) -> None:
@@ -196,13 +206,18 @@ class Trainer:
         cfg = self.cfg
         self._check_dataset()
         self.dataset = load_dataset(cfg.dataset, modality=cfg.modality)
+        self.label_map = label_map_from_text(cfg.merge_labels)
+        if self.label_map:
+            self.dataset = dataclasses.replace(self.dataset, labels=merged_names(self.dataset.labels, self.label_map))
         self.normalization = dataset_normalization(self.dataset, cfg.ct_window, cfg.mri_percentile)
         train_cases, self.val_cases = split_cases(self.dataset.training, cfg.val_fraction, cfg.seed, cfg.split_file)
         cache = self.run_dir / "cache"
         if self.is_main:
-            preprocess_dataset(self.dataset, cache, cfg.image_size, self.normalization, progress=self.progress)
+            norm = self.normalization
+            labels = self.label_map
+            preprocess_dataset(self.dataset, cache, cfg.image_size, norm, progress=self.progress, label_map=labels)
         self._barrier()
-        augment = StackAugmenter() if cfg.augment else None
+        augment = StackAugmenter(AugmentConfig(policy=self.augment_policy)) if cfg.augment else None
         self.train_set = StackDataset(cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed)
 
     def _check_dataset(self) -> None:
@@ -218,6 +233,13 @@ class Trainer:
             errors = "; ".join(f"{p.file}: {p.problem}" for p in report.problems if p.severity == "error")
             raise DatasetError(f"{self.cfg.dataset}: the dataset is not usable (masam check): {errors}")
 
+    @property
+    def augment_policy(self) -> str:
+        """``augment_policy``, else the original's box set for box prompts (dataset_bbox.py)."""
+        if self.cfg.augment_policy is not None:
+            return self.cfg.augment_policy
+        return "original-box" if self.cfg.prompt == "box" else "original"
+
     def _setup_model(self) -> None:
         """The model through :func:`load_model` (an arch other than the SAM file's is refused), with
         the input spec that prediction will read back."""
@@ -229,6 +251,8 @@ class Trainer:
             cfg.sam_checkpoint, arch=cfg.arch, num_classes=self.dataset.num_classes, image_size=cfg.image_size,
             rank=cfg.rank, scale=cfg.scale, device=self.device, model_options=options,
         )  # fmt: skip
+        if cfg.reinit_head:
+            reinit_decoder_head(model)
         model.input_spec = spec_for(self.normalization, self.dataset.channel_names, cfg.slices, cfg.image_size)
         model.metadata = {"dataset": str(cfg.dataset)}
         model.set_grad_checkpointing(cfg.grad_checkpoint)
@@ -246,7 +270,7 @@ class Trainer:
         self.trainable_names = {n for n, p in self.model.named_parameters() if p.requires_grad}
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
 
     def _write_config(self) -> None:
         if self.is_main:
@@ -348,7 +372,10 @@ class Trainer:
         # seeded by (seed, step, process, micro-batch): a resumed run draws the same jitter
         key = [self.cfg.seed, self.step, self.ddp_rank, self.pending]
         box_gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-        return boxes_for_training(label, box_gen, self.cfg.box_jitter).to(self.device)
+        boxes = boxes_for_training(label, box_gen, self.cfg.box_jitter)
+        if self.cfg.box_per == "stack":
+            boxes = boxes[:, :1].expand_as(boxes).contiguous()  # slice 0's box for the stack (dataset_bbox.py:91-108)
+        return boxes.to(self.device)
 
     def _forward_backward(self, batch: dict, last_in_step: bool) -> tuple[torch.Tensor, ...]:
         """Loss of one micro-batch and its backward pass, the host allocator switched explicitly
@@ -437,11 +464,19 @@ class Trainer:
             if metrics["val_dice"] > self.best:
                 self.best = metrics["val_dice"]
                 self.save_model("model_best.safetensors")
-        if self.is_main and not self.val_cases:
+        if self.is_main and not self.val_cases and cfg.predict_with == "best":
             self.save_model("model_best.safetensors")  # no held-out cases: the last model is the best known
         self.save_model("model_last.safetensors")
+        self.save_snapshot(final)
         self.save_checkpoint()
         self._barrier()
+
+    def save_snapshot(self, final: bool) -> None:
+        """``model_epoch_N.safetensors`` every ``snapshot_every`` epochs and at the last epoch (the
+        original's ``epoch_N.pth``, trainer.py:122-137)."""
+        every = self.cfg.snapshot_every
+        if every and (self.epoch % every == 0 or final):
+            self.save_model(f"model_epoch_{self.epoch}.safetensors")
 
     # ------------------------------------------------------------------ the loop
     def _epoch_loader(self) -> DataLoader:

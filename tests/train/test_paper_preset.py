@@ -1,0 +1,114 @@
+"""Issue 12: the paper's protocol as presets that change the run (no hold-out, no validation,
+snapshots, the last model, mixed precision on CUDA, the decoder head re-initialised), and the
+box task's one box per stack."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import masam.precision
+from masam.cli import main
+from masam.data.prepare import prepare_btcv
+from masam.infer.predictor import find_weights
+from masam.model.checkpoint import load_model
+from masam.precision import resolve_precision
+from masam.train import TrainConfig, Trainer
+from masam.train.config import PRESETS, resolve_train_config
+from tests.conftest import official_sam_state
+from tests.data.helpers import make_btcv_raw, make_dataset
+
+TINY = ["--arch", "vit_tiny", "--image-size", "32", "--rank", "4", "--warmup", "2", "--workers", "0", "--quiet"]
+
+
+def test_btcv_preset_trains_on_every_case_without_validation_keeps_snapshots_and_designates_the_last(tmp_path):
+    dataset = prepare_btcv(make_btcv_raw(tmp_path / "raw"), tmp_path / "BTCV13", merge={})  # 13 classes
+    run = tmp_path / "run"
+    args = ["train", "-d", str(dataset), "-o", str(run), "--preset", "btcv", *TINY]
+    assert main([*args, "--batch-size", "4", "--epochs", "2", "--stop-epoch", "2", "--snapshot-every", "1"]) == 0
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["val_fraction"], train["val_every"], train["predict_with"]) == (0.0, 0, "last")
+    assert train["precision"] == "auto" and train["reinit_head"] and train["merge_labels"] == "13:12"
+    plan = json.loads((run / "cache" / "plan.json").read_text())
+    assert plan["cases"] == ["btcv_0001", "btcv_0002"]  # every training case: nothing held out
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and not any("val_dice" in r for r in log)
+    assert sorted(p.name for p in run.glob("model_*.safetensors")) == [
+        "model_epoch_1.safetensors", "model_epoch_2.safetensors", "model_last.safetensors",
+    ]  # fmt: skip
+    assert find_weights(run) == run / "model_last.safetensors"
+    # the merge: 13 becomes 12 in the cache, 12 classes
+    assert not any((np.load(p) == 13).any() for p in (run / "cache").glob("*_label.npy"))
+    assert (np.load(run / "cache" / "btcv_0001_label.npy") == 12).any()
+    model = load_model(None, run / "model_last.safetensors")
+    assert model.config.num_classes == 12 and model.input_spec.modality == "CT"
+    last, snapshot = (load_model(None, run / f"model_{n}.safetensors") for n in ("last", "epoch_2"))
+    assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), snapshot.state_dict().values()))
+    out = tmp_path / "pred"
+    assert main(["predict", "-m", str(run), "-i", str(dataset / "imagesTs"), "-o", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["btcv_0035.nii.gz", "btcv_0040.nii.gz"]
+
+
+def test_default_run_still_holds_out_validates_and_designates_the_best(tmp_path):
+    config = resolve_train_config({"dataset": "d", "output": "o", "arch": "vit_tiny"})
+    assert (config.val_fraction, config.val_every, config.predict_with, config.snapshot_every) == (0.2, 20, "best", 0)
+    assert config.precision == "fp32" and not config.reinit_head
+    assert PRESETS["tumour-box"]["ct_window"] == (-50.0, 200.0) and PRESETS["tumour-box"]["box_per"] == "stack"
+
+
+@pytest.mark.parametrize(
+    ("device", "capability", "bf16", "expected"),
+    [("cpu", None, False, "fp32"), ("cuda", (8, 0), True, "fp16"), ("cuda", (7, 0), False, "fp16"),
+     ("cuda", (5, 2), True, "bf16"), ("cuda", (3, 7), False, "fp32")],
+)  # fmt: skip
+def test_auto_precision_is_fp16_on_cuda_bf16_without_fp16_and_fp32_on_the_cpu(
+    monkeypatch, device, capability, bf16, expected
+):
+    monkeypatch.setattr(masam.precision.torch.cuda, "get_device_capability", lambda d=None: capability)
+    monkeypatch.setattr(masam.precision.torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert resolve_precision("auto", torch.device(device)) == expected
+    assert resolve_precision("bf16", torch.device(device)) == "bf16"  # an explicit choice stays
+
+
+@pytest.fixture(scope="module")
+def sam_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sam") / "sam.pth"
+    torch.save(official_sam_state("vit_tiny", 32, seed=5, num_mask_tokens=3), path)  # fits 2 classes
+    return path
+
+
+@pytest.mark.parametrize("reinit", [False, True])
+def test_the_decoder_head_is_re_initialised_even_where_sams_fits(tmp_path, sam_file, reinit):
+    dataset = make_dataset(tmp_path / "D", cases=2, shape=(3, 16, 16))  # 2 classes + background
+    state = torch.load(sam_file, weights_only=True)
+    config = TrainConfig(
+        dataset=str(dataset), output=str(tmp_path / "run"), sam_checkpoint=str(sam_file), image_size=32, rank=4,
+        workers=0, reinit_head=reinit,
+    )  # fmt: skip
+    trainer = Trainer(config, progress=False)
+    trainer.setup()
+    own = trainer.model.state_dict()
+    # the groups that fit SAM's shapes (the hypernetworks' last layers never do: MA-SAM upscales differently)
+    head = [k for k in own if k.startswith(("mask_decoder.mask_tokens", "mask_decoder.iou_prediction_head"))]
+    assert len(head) == 7 and all(own[k].shape == state[k].shape for k in head)
+    same = [torch.equal(own[k], state[k]) for k in head]
+    assert (not any(same)) if reinit else all(same)
+    rest = ["mask_decoder.iou_token.weight", "mask_decoder.transformer.layers.0.self_attn.q_proj.weight"]
+    assert all(torch.equal(own[k], state[k]) for k in rest)
+
+
+def test_box_per_stack_gives_every_slice_slice_zeros_box_and_box_prompts_pick_the_box_augmentation(tmp_path):
+    label = torch.zeros(2, 5, 16, 16, dtype=torch.uint8)
+    for j in range(5):
+        label[:, j, 2 + j : 8 + j, 3 : 9 + j] = 1
+    common = {"dataset": "d", "output": str(tmp_path), "prompt": "box", "box_jitter": 0.0}
+    per_slice = Trainer(TrainConfig(**common), progress=False)._batch_boxes(label)
+    per_stack = Trainer(TrainConfig(**common, box_per="stack"), progress=False)._batch_boxes(label)
+    assert len({tuple(b.tolist()) for b in per_slice[0]}) == 5
+    assert torch.equal(per_stack, per_slice[:, :1].expand(-1, 5, -1))
+    assert Trainer(TrainConfig(**common), progress=False).augment_policy == "original-box"
+    assert Trainer(TrainConfig(dataset="d", output="o"), progress=False).augment_policy == "original"
+    assert Trainer(TrainConfig(**{**common, "augment_policy": "original"}), progress=False).augment_policy == "original"
