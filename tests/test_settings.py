@@ -52,7 +52,7 @@ def test_train_help_shows_the_real_defaults(capsys):
 
 def test_other_commands_are_generated_with_their_defaults(capsys):
     assert set(COMMANDS) == {"convert", "prepare", "preprocess", "predict", "evaluate", "train", "demo", "params",
-                             "ensemble", "postprocess", "report"}  # fmt: skip
+                             "ensemble", "postprocess", "report", "check"}  # fmt: skip
     assert "{btcv,prostate,endovis} SRC DST" in " ".join(_help(capsys, "prepare").split())  # positionals
     assert "(default: report.html)" in _help(capsys, "report")
     assert "(default: .nii.gz)" in _help(capsys, "ensemble")

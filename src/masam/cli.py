@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .allocator import allocator_policy
-from .data.config import PrepareConfig, PreprocessConfig, label_map_from_text
+from .data.config import CheckConfig, PrepareConfig, PreprocessConfig, label_map_from_text
 from .demo import DemoConfig
 from .errors import InputError, MasamError
 from .eval.config import EvaluateConfig, ReportConfig
@@ -52,12 +52,13 @@ def _cmd_params(args: argparse.Namespace) -> None:
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> None:
-    from .data import Normalization, load_dataset, preprocess_dataset
+    from .data import load_dataset, preprocess_dataset
     from .data.prepare import merged_names
+    from .data.preprocess import dataset_normalization
 
     c = _settings(PreprocessConfig, args)
     dataset = load_dataset(c.dataset, modality=c.modality)
-    norm = Normalization(dataset.modality, window=c.ct_window, percentile=c.mri_percentile)
+    norm = dataset_normalization(dataset, c.ct_window, c.mri_percentile)
     label_map = label_map_from_text(c.merge_labels)
     if label_map:
         dataset = dataclasses.replace(dataset, labels=merged_names(dataset.labels, label_map))
@@ -82,7 +83,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         report = predict_inputs(
             predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,
             overlays=c.overlays, boxes_file=c.boxes, boxes_from_labels_dir=c.boxes_from_labels, progress=not c.quiet,
-            num_parts=c.num_parts, part_id=c.part_id,
+            num_parts=c.num_parts, part_id=c.part_id, series_uid=c.series,
         )  # fmt: skip
         reports = gather(report)
     if rank == 0:
@@ -183,6 +184,15 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {page}")
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .data.check import check_dataset, format_report
+
+    c = _settings(CheckConfig, args)
+    report = check_dataset(c.dataset, processes=c.processes)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from .data import prepare
 
@@ -244,6 +254,9 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
         _cmd_postprocess,
     ),
     "report": ("one self-contained HTML page: metrics, box plots, curves, overlays", (ReportConfig,), _cmd_report),
+    "check": (
+        "read every case of a dataset and report all problems (exit code 1: not usable)", (CheckConfig,), _cmd_check
+    ),
     "train": ("fine-tune MA-SAM on a dataset in the nnU-Net layout", (TrainConfig, TrainSession), _cmd_train),
     "demo": ("generate a phantom dataset, train vit_tiny on the CPU, predict and evaluate", (DemoConfig,), _cmd_demo),
     "params": ("print total and trainable parameters per part of a model", (ParamsConfig,), _cmd_params),

@@ -91,7 +91,7 @@ def test_preprocessing_reads_each_case_once_and_reuses_the_cache(tmp_path, monke
     def no_reading(*args, **kwargs):
         raise AssertionError("a volume was read again")
 
-    monkeypatch.setattr(preprocess_module, "read_volume", no_reading)
+    monkeypatch.setattr(preprocess_module, "read_channels", no_reading)
     preprocess_dataset(ds, cache, image_size=64, normalization=Normalization("CT"))
     stacks = StackDataset(cache, slices=5)
     assert len(stacks) == 24 and stacks[3]["image"].shape == (5, 3, 64, 64)

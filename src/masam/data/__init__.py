@@ -5,7 +5,7 @@ from .augment import AugmentConfig, StackAugmenter
 from .dataset import Case, Dataset, load_dataset, split_cases
 from .io import Volume, read_label, read_volume, slice_axis, write_label
 from .loader import StackDataset
-from .normalize import Normalization
+from .normalize import ChannelNormalization, Normalization
 from .preprocess import preprocess_dataset
 from .slices import stack_indices
 
@@ -15,6 +15,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "ImageReadError",
+    "ChannelNormalization",
     "Normalization",
     "StackAugmenter",
     "StackDataset",

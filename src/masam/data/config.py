@@ -80,3 +80,11 @@ class PreprocessConfig:
     merge_labels: str | None = merge_labels_setting()  # issue 12
     # issue 17: parallel preprocessing
     processes: int = setting(1, "cases preprocessed at once, each in a process", "data")
+
+
+@dataclass
+class CheckConfig:
+    """``masam check`` (issue 15): every problem of a dataset in one report."""
+
+    dataset: str = setting(help="dataset folder in the nnU-Net raw layout", group="data", short="-d")
+    processes: int = setting(2, "worker processes reading cases (1: read in this process)", "data")

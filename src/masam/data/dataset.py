@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError, ImageReadError
+from .dicom import is_dicom_folder
 from .io import FRAME_SUFFIXES, VOLUME_SUFFIXES, has_suffix, list_frames
-from .normalize import modality_from_name
+from .normalize import MAX_CHANNELS, modality_from_name
 
 
 @dataclass
@@ -28,6 +29,12 @@ class Case:
     name: str
     image: Path
     label: Path | None = None
+    channels: tuple[Path, ...] = ()  # the files of channels 1, 2 (issue 15); channel 0 is ``image``
+
+    @property
+    def images(self) -> list[Path]:
+        """Every channel's image, in channel order."""
+        return [self.image, *self.channels]
 
 
 @dataclass
@@ -39,6 +46,7 @@ class Dataset:
     training: list[Case] = field(default_factory=list)
     test: list[Case] = field(default_factory=list)
     channel_names: tuple[str, ...] = ()  # dataset.json's, in channel order
+    channel_modalities: tuple[str, ...] = ()  # CT, MRI or RGB per channel (issue 15)
 
     @property
     def num_classes(self) -> int:
@@ -66,11 +74,52 @@ def _cases(folder: Path, file_ending: str, with_channel: bool) -> list[tuple[str
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir() and list_frames(entry):
-            found.append((entry.name, entry))
+        if entry.is_dir() and has_suffix(entry.name, VOLUME_SUFFIXES):
+            raise DatasetError(f"{entry}: is a folder, named like an image file")
+        if entry.is_dir() and (list_frames(entry) or (with_channel and is_dicom_folder(entry))):
+            found.append((entry.name, entry))  # a frame folder, or a DICOM series folder (one case)
         elif entry.is_file() and entry.name.endswith(suffix):
             found.append((entry.name[: -len(suffix)], entry))
     return found
+
+
+def _channels(channels, modality: str | None, meta_path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """dataset.json's channel names in channel order and their modalities (``modality`` replaces
+    channel 0's, for one channel only). 1 to 3 channels."""
+    if not isinstance(channels, dict) or not channels:
+        raise DatasetError(f"{meta_path}: channel_names must map channel numbers to names, got {channels!r}")
+    try:
+        ordered = sorted(channels.items(), key=lambda kv: int(kv[0]))
+    except ValueError:
+        raise DatasetError(f"{meta_path}: channel_names keys must be channel numbers, got {channels!r}") from None
+    names = tuple(str(v) for _, v in ordered)
+    if len(names) > MAX_CHANNELS:
+        raise DatasetError(
+            f"{meta_path}: {len(names)} channels {list(names)}; SAM takes 3 input channels: choose 3 (or fewer) "
+            "of them in channel_names and renumber their files"
+        )
+    if modality is not None and len(names) > 1:
+        raise DatasetError(f"{meta_path}: --modality applies to one-channel datasets; this one has {list(names)}")
+    try:
+        modalities = tuple(modality_from_name(modality if modality is not None else n) for n in names)
+    except ValueError as err:
+        raise DatasetError(f"{meta_path}: {err}") from None
+    if len(names) > 1 and "RGB" in modalities:
+        raise DatasetError(f"{meta_path}: RGB cannot be combined with other channels: {list(names)}")
+    return names, modalities
+
+
+def _extra_channels(image: Path, name: str, ending: str, count: int) -> tuple[Path, ...]:
+    """The files of channels 1.. of a case; a missing one is an error naming it."""
+    if count == 1:
+        return ()
+    if image.is_dir():
+        raise DatasetError(f"{image}: a folder case has one channel; the dataset declares {count}")
+    files = tuple(image.parent / f"{name}_{i:04d}{ending}" for i in range(1, count))
+    for path in files:
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing channel file of case {name}")
+    return files
 
 
 def load_dataset(root: str | os.PathLike, modality: str | None = None) -> Dataset:
@@ -83,13 +132,8 @@ def load_dataset(root: str | os.PathLike, modality: str | None = None) -> Datase
     for key in ("channel_names", "labels", "file_ending"):
         if key not in meta:
             raise DatasetError(f"{meta_path}: missing key {key!r}")
-    channels = meta["channel_names"]
-    if not isinstance(channels, dict) or len(channels) != 1:
-        raise DatasetError(f"{meta_path}: channel_names must name exactly one channel, got {channels!r}")
-    try:
-        mod = modality_from_name(modality if modality is not None else str(next(iter(channels.values()))))
-    except ValueError as err:
-        raise DatasetError(f"{meta_path}: {err}") from None
+    names, modalities = _channels(meta["channel_names"], modality, meta_path)
+    mod = modalities[0]
     labels = meta["labels"]
     if not isinstance(labels, dict) or not all(isinstance(v, int) and v >= 0 for v in labels.values()):
         raise DatasetError(
@@ -102,13 +146,16 @@ def load_dataset(root: str | os.PathLike, modality: str | None = None) -> Datase
         raise DatasetError(f"{meta_path}: unsupported file_ending {ending!r}")
 
     dataset = Dataset(root, {str(k): int(v) for k, v in labels.items()}, mod, ending)
-    dataset.channel_names = tuple(str(v) for _, v in sorted(channels.items()))
+    dataset.channel_names, dataset.channel_modalities = names, modalities
     for name, image in _cases(root / "imagesTr", ending, with_channel=True):
-        label = root / "labelsTr" / (name if image.is_dir() else name + ending)
+        label = root / "labelsTr" / (name if image.is_dir() and list_frames(image) else name + ending)
         if not label.exists():
             raise DatasetError(f"{label}: missing label for training case {name}")
-        dataset.training.append(Case(name, image, label))
-    dataset.test = [Case(n, p) for n, p in _cases(root / "imagesTs", ending, with_channel=True)]
+        dataset.training.append(Case(name, image, label, _extra_channels(image, name, ending, len(names))))
+    dataset.test = [
+        Case(n, p, None, _extra_channels(p, n, ending, len(names)))
+        for n, p in _cases(root / "imagesTs", ending, with_channel=True)
+    ]
     if not dataset.training:
         raise DatasetError(
             f"{root / 'imagesTr'}: no training images (expected CASE_0000{ending} files or frame folders)"

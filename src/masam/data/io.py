@@ -144,8 +144,9 @@ def scan_cases(folder: str | os.PathLike, channel_suffix: bool = True) -> dict[s
             name = case_name(entry.name, channel_suffix)
             if name is not None:
                 found[name] = entry
-        elif entry.is_dir() and list_frames(entry):
-            found[entry.name] = entry
+        elif entry.is_dir() and (list_frames(entry) or has_suffix(entry.name, VOLUME_SUFFIXES)):
+            # a folder named like an image file is kept, so that reading it says "is a folder"
+            found[case_name(entry.name, channel_suffix) or entry.name] = entry
     return found
 
 

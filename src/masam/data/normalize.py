@@ -75,9 +75,45 @@ class Normalization:
         return out.clip(0.0, 1.0)
 
 
-def normalization_from_spec(spec: InputSpec, modality: str | None = None) -> Normalization:
+# --- issue 15: several channels per case
+MAX_CHANNELS = 3
+
+
+class ChannelNormalization:
+    """Several channels (``CASE_0000``, ``CASE_0001``, ...), each normalised by its own rule, filling
+    SAM's three input channels: 3 channels map one to one; with 2, the third input channel is the
+    mean of the two normalised channels (so both stay visible to all of SAM's RGB filters).
+
+    Called on ``[S, C, h, w]`` slices (C the number of channels) -> ``[S, 3, h, w]`` float32.
+    """
+
+    def __init__(self, channels: list[Normalization]) -> None:
+        if not 2 <= len(channels) <= MAX_CHANNELS:
+            raise ConfigError(f"{len(channels)} channels: 2 or 3 can be combined (choose 3 channels)")
+        self.channels = list(channels)
+        self.modality = channels[0].modality
+
+    def to_dict(self) -> dict:
+        return {"channels": [c.to_dict() for c in self.channels]}
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        if array.shape[1] != len(self.channels):
+            raise ConfigError(f"expected {len(self.channels)} channels per slice, got {array.shape[1]}")
+        out = [norm(array[:, c]) for c, norm in enumerate(self.channels)]
+        if len(out) == 2:
+            out.append((out[0] + out[1]) / np.float32(2))
+        return np.stack(out, axis=1)
+
+
+def normalization_from_spec(
+    spec: InputSpec, modality: str | None = None
+) -> Normalization | ChannelNormalization:
     """The normalisation a model's input spec asks for; ``modality`` (a name, e.g. ``"T2"``)
     replaces the stored one. A spec without a modality (an original MA-SAM file) needs one."""
+    if len(spec.normalization) > 1:
+        if modality is not None:
+            raise ConfigError(f"the model takes {len(spec.channels)} channels {list(spec.channels)}: no --modality")
+        return ChannelNormalization([Normalization(**n) for n in spec.normalization])
     if modality is not None:
         spec = spec.with_modality(modality_from_name(modality))
     if spec.modality is None or not spec.normalization:
@@ -85,7 +121,12 @@ def normalization_from_spec(spec: InputSpec, modality: str | None = None) -> Nor
     return Normalization(**spec.normalization[0])
 
 
-def spec_for(normalization: Normalization, channels: tuple[str, ...], slices: int, image_size: int) -> InputSpec:
-    """The input spec of a model trained on data normalised by ``normalization``."""
+def spec_for(
+    normalization: Normalization | ChannelNormalization, channels: tuple[str, ...], slices: int, image_size: int
+) -> InputSpec:
+    """The input spec of a model trained on data normalised by ``normalization`` (one entry per channel)."""
+    if isinstance(normalization, ChannelNormalization):
+        norms = tuple(n.to_dict() for n in normalization.channels)
+        return InputSpec(normalization.modality, channels, norms, slices, image_size)
     channels = channels[:1] or (normalization.modality,)
     return InputSpec(normalization.modality, channels, (normalization.to_dict(),), slices, image_size)

@@ -22,11 +22,20 @@ import torch
 
 from ..errors import DatasetError
 from ..fileio import atomic_path
+from .channels import read_channels
 from .dataset import Case, Dataset, check_label_values
-from .io import read_label, read_volume
-from .normalize import Normalization
+from .io import read_label
+from .normalize import ChannelNormalization, Normalization
 from .prepare import merge_labels
 from .slices import labels_to_slices, prepare_image, resize_slices
+
+
+def dataset_normalization(
+    dataset: Dataset, ct_window: tuple[float, float], mri_percentile: float
+) -> Normalization | ChannelNormalization:
+    """One rule per channel, by the channel's modality (several channels: :class:`ChannelNormalization`)."""
+    norms = [Normalization(m, ct_window, mri_percentile) for m in dataset.channel_modalities or (dataset.modality,)]
+    return norms[0] if len(norms) == 1 else ChannelNormalization(norms)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -37,13 +46,13 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 def preprocess_case(
     case: Case,
     labels: dict[str, int],
-    normalization: Normalization,
+    normalization: Normalization | ChannelNormalization,
     image_size: int,
     cache: Path,
     label_map: dict[int, int] | None = None,
 ) -> dict:
     """``label_map``: label values merged as they are read (``--merge-labels``, e.g. ``{13: 12}``)."""
-    image = read_volume(case.image)
+    image = read_channels(case.images)
     label = read_label(case.label, image)
     label_array = merge_labels(label.array, label_map or {})
     check_label_values(np.unique(label_array), labels, case.label)
@@ -69,7 +78,10 @@ def preprocess_case(
 
 
 def cache_plan(
-    dataset: Dataset, image_size: int, normalization: Normalization, label_map: dict[int, int] | None = None
+    dataset: Dataset,
+    image_size: int,
+    normalization: Normalization | ChannelNormalization,
+    label_map: dict[int, int] | None = None,
 ) -> dict:
     """What a cache was made with (its ``plan.json`` less the case list)."""
     return {
@@ -101,7 +113,7 @@ def preprocess_dataset(
     dataset: Dataset,
     cache: str | os.PathLike,
     image_size: int,
-    normalization: Normalization,
+    normalization: Normalization | ChannelNormalization,
     progress: bool = False,
     processes: int = 1,
     label_map: dict[int, int] | None = None,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .io import Volume, slice_axis
-from .normalize import Normalization
+from .normalize import ChannelNormalization, Normalization
 
 
 def stack_indices(num_slices: int, centre: int, slices: int = 5) -> np.ndarray:
@@ -35,6 +35,8 @@ def to_slices(volume: Volume, axis: int | None = None) -> tuple[np.ndarray, int]
     axis = slice_axis(volume) if axis is None else axis
     if volume.is_video:
         return np.moveaxis(volume.array, -1, 1), 0
+    if volume.channels:  # [C, z, y, x] -> [S, C, h, w]
+        return np.moveaxis(np.stack([volume.array, *volume.channels]), axis + 1, 0), axis
     return np.moveaxis(volume.array, axis, 0)[:, None], axis
 
 
@@ -65,7 +67,9 @@ def resize_slices(array: np.ndarray | torch.Tensor, size: int | tuple[int, int],
     return torch.cat(out)
 
 
-def prepare_image(volume: Volume, normalization: Normalization, image_size: int) -> tuple[torch.Tensor, int]:
+def prepare_image(
+    volume: Volume, normalization: Normalization | ChannelNormalization, image_size: int
+) -> tuple[torch.Tensor, int]:
     """Normalised, model-sized slices ``[S, C, image_size, image_size]`` (float32) and the slice axis."""
     slices, axis = to_slices(volume)
     return resize_slices(normalization(slices), image_size), axis

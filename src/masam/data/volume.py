@@ -17,7 +17,9 @@ class Volume:
     ``spacing``, ``origin``: SimpleITK order (x, y, z); ``direction``: 9 values, row-major, column
     i the direction of axis i. ``is_video``: a frame folder (RGB, unit spacing). ``source``: where
     the voxels came from when a writer needs more than the geometry (a DICOM series:
-    ``masam.data.dicom.SeriesInfo``, for DICOM-SEG output); None for files.
+    ``masam.data.dicom.SeriesInfo``, for DICOM-SEG output); None for files. ``channels``: the
+    arrays of channels 1, 2 of a multi-channel case (``CASE_0001``, ...; same shape and geometry
+    as ``array``, which is channel 0); empty for one channel.
     """
 
     array: np.ndarray
@@ -27,6 +29,7 @@ class Volume:
     path: Path
     is_video: bool = False
     source: object | None = field(default=None, repr=False, compare=False)
+    channels: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)  # issue 15
 
     def same_geometry(self, other: Volume, tol: float = 1e-4) -> bool:
         return (

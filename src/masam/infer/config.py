@@ -20,8 +20,11 @@ class PredictConfig:
     sam_checkpoint: str | None = setting(None, "SAM base checkpoint the model was fine-tuned from", "files")
     modality: str | None = setting(None, "CT, MRI or RGB", "files", default_text="stored with the model")
     output_format: str | None = setting(
-        None, "output extension, e.g. .nii.gz or .nrrd", "files", default_text="the input's"
-    )
+        None, "output extension, e.g. .nii.gz or .nrrd; dicom-seg: CASE.dcm (DICOM-SEG, DICOM input) and CASE.nii.gz",
+        "files", default_text="the input's (.nii.gz for DICOM)",
+    )  # fmt: skip
+    # issue 15: DICOM input
+    series: str | None = setting(None, "SeriesInstanceUID: predict this series of a DICOM folder", "files")
     save_probabilities: bool = setting(False, "also write CASE_probabilities.npz (float16)", "files")
     overlays: bool = setting(False, "write PNG slices with class contours to OUTPUT/overlays", "files")
     image_size: int | None = setting(

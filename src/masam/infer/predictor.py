@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.channels import read_channels
 from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX
 from ..data.intensity import intensity_warning
 from ..data.io import Volume, read_volume, slice_axis
-from ..data.normalize import Normalization, normalization_from_spec
+from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..device import free_cached_memory, is_out_of_memory, resolve_device
 from ..errors import ConfigError, InputError, MissingFileError
@@ -113,7 +114,8 @@ def model_input_spec(model: MASAM) -> InputSpec:
 class Predictor:
     """Predict label maps with an MA-SAM model.
 
-    ``predict(image)`` takes a path (volume file or frame folder), a :class:`Volume`, or a numpy
+    ``predict(image)`` takes a path (volume file, frame folder or DICOM series folder), a list of
+    channel files (``CASE_0000``, ``CASE_0001``, ...), a :class:`Volume`, or a numpy
     array ``[z, y, x]`` with ``spacing``/``origin``/``direction`` (SimpleITK order). The input is
     prepared as the model's :class:`InputSpec` says, unless a ``normalization`` is given.
     """
@@ -121,7 +123,7 @@ class Predictor:
     def __init__(
         self,
         model: MASAM,
-        normalization: Normalization | None = None,
+        normalization: Normalization | ChannelNormalization | None = None,
         *,
         batch_size: int = 2,
         device: str | torch.device = "cpu",
@@ -142,6 +144,7 @@ class Predictor:
         # postprocessing: {class: keep largest component?} applied to the label map.
         self.probs_fn = None
         self.postprocessing: dict[int, bool] | None = None
+        self.model_name = "masam"  # for DICOM-SEG headers; from_files names the weights file
 
     @classmethod
     def from_files(
@@ -159,7 +162,25 @@ class Predictor:
         sizes = {"image_size": image_size} if image_size is not None else {}
         model = load_model(sam_checkpoint, find_weights(model_path), device=device, **sizes)
         norm = normalization_from_spec(model_input_spec(model), modality) if modality is not None else None
-        return cls(model, norm, device=device, **kwargs)
+        predictor = cls(model, norm, device=device, **kwargs)
+        weights = find_weights(model_path)
+        predictor.model_name = f"{weights.parent.name}/{weights.stem}" if weights.parent.name else weights.stem
+        return predictor
+
+    @property
+    def channels(self) -> int:
+        """Input channels per case the model takes (``CASE_0000``, ``CASE_0001``, ...)."""
+        norm = self.normalization
+        return len(norm.channels) if isinstance(norm, ChannelNormalization) else 1
+
+    def _check_channels(self, volume: Volume) -> None:
+        given = 1 + len(volume.channels)
+        if not volume.is_video and given != self.channels:
+            names = list(self.input_spec.channels)
+            raise InputError(
+                f"{volume.path}: the model takes {self.channels} channel(s) {names}, the input has {given}; "
+                "give one CASE_000N file per channel"
+            )
 
     def _autocast(self):
         return autocast(self.precision, self.device)
@@ -250,7 +271,7 @@ class Predictor:
 
     def predict(
         self,
-        image: str | os.PathLike | Volume | np.ndarray,
+        image: str | os.PathLike | Volume | np.ndarray | list[str | os.PathLike],
         *,
         spacing=(1.0, 1.0, 1.0),
         origin=(0.0, 0.0, 0.0),
@@ -268,6 +289,7 @@ class Predictor:
         ``where`` names the prompt's source in errors. A model whose input spec has the original
         MA-SAM's convention goes through :meth:`predict_original_convention`."""
         volume = _as_volume(image, spacing, origin, direction)
+        self._check_channels(volume)
         if self.input_spec.convention == "original":
             return self.predict_original_convention(volume, boxes is not None, return_probabilities)
         if boxes is None:
@@ -374,6 +396,8 @@ def _spec_normalization(spec: InputSpec) -> Normalization:
 def _as_volume(image, spacing, origin, direction) -> Volume:
     if isinstance(image, Volume):
         return image
+    if isinstance(image, (list, tuple)):  # one file per channel (issue 15)
+        return read_channels(list(image))
     if isinstance(image, np.ndarray):
         if image.ndim != 3:
             raise InputError(f"expected a 3D array [z, y, x], got shape {image.shape}")

@@ -12,14 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.channels import channel_files, read_channels
+from ..data.dicom import SeriesInfo, find_series, is_dicom_folder, select_series, volume_from_series
+from ..data.dicom_seg import DicomSegError, write_dicom_seg
 from ..data.io import (
     FRAME_SUFFIXES,
     VOLUME_SUFFIXES,
     Volume,
     case_name,
+    has_suffix,
     list_frames,
     read_label,
-    read_volume,
     scan_cases,
     slice_axis,
     write_label,
@@ -39,20 +42,39 @@ class PredictReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def find_inputs(path: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(case name, path)`` for one image file, one frame folder, or a folder of either. nnU-Net's
-    channel suffix ``_0000`` is dropped from names; other channels are skipped."""
+def find_inputs(path: str | os.PathLike, series_uid: str | None = None) -> list[tuple[str, Path | SeriesInfo]]:
+    """``(case name, path or DICOM series)`` for one image file, one frame folder, a folder of either,
+    or a folder of DICOM series (each series a case named by its description and number;
+    ``series_uid`` picks one). nnU-Net's channel suffix ``_0000`` is dropped from names; the files
+    of other channels are found when the case is read."""
     path = Path(path)
     if path.is_file():
         return [(case_name(path.name, channel_suffix=False).removesuffix("_0000"), path)]
     if not path.is_dir():
         raise MissingFileError(f"{path}: no such file or folder")
+    if series_uid is not None:
+        series = select_series(path, series_uid)
+        return [(series.case_name, series)]
     if list_frames(path):
         return [(path.name, path)]
-    cases = list(scan_cases(path, channel_suffix=True).items())
+    if has_suffix(path.name, VOLUME_SUFFIXES):
+        raise InputError(f"{path}: is a folder, named like an image file")
+    cases: list[tuple[str, Path | SeriesInfo]] = list(scan_cases(path, channel_suffix=True).items())
+    if not cases and is_dicom_folder(path):
+        cases = [(series.case_name, series) for series in find_series(path)]
     if not cases:
-        raise MissingFileError(f"{path}: no images ({', '.join(VOLUME_SUFFIXES + FRAME_SUFFIXES)})")
+        raise MissingFileError(f"{path}: no images ({', '.join(VOLUME_SUFFIXES + FRAME_SUFFIXES)} or DICOM)")
     return cases
+
+
+def read_input(item: Path | SeriesInfo, channels: tuple[str, ...] = ()) -> Volume:
+    """One case of :func:`find_inputs` as a Volume: a DICOM series, or the files of every channel
+    the model takes (``channels``: its input spec's names)."""
+    if isinstance(item, SeriesInfo):
+        if len(channels) > 1:
+            raise InputError(f"{item.folder}: the model takes {len(channels)} channels; a DICOM series is one")
+        return volume_from_series(item)
+    return read_channels(channel_files(item, channels))
 
 
 def _ending(path: Path) -> str:
@@ -66,6 +88,9 @@ def boxes_from_labels(labels: np.ndarray, axis: int, is_video: bool = False) -> 
     return {i: [float(v) for v in box] for i, box in enumerate(boxes) if not np.isnan(box).any()}
 
 
+DICOM_SEG = "dicom-seg"  # --output-format value: a DICOM-SEG and a NIfTI label map (issue 15)
+
+
 @dataclass
 class _Outputs:
     """Where and what ``predict_inputs`` writes."""
@@ -75,9 +100,14 @@ class _Outputs:
     save_probabilities: bool
     overlays: bool
 
-    def write(self, name: str, path: Path, result: Prediction, predictor: Predictor) -> Path:
+    def write(self, name: str, path: Path | SeriesInfo, result: Prediction, predictor: Predictor) -> Path:
         volume = result.volume
-        target = self.folder / name if volume.is_video else self.folder / f"{name}{self.output_format or _ending(path)}"
+        seg = self.output_format == DICOM_SEG
+        ending = ".nii.gz" if seg or isinstance(path, SeriesInfo) else _ending(path)
+        target = self.folder / name if volume.is_video else self.folder / f"{name}{self.output_format or ending}"
+        if seg:
+            target = self.folder / f"{name}.nii.gz"
+            self._write_seg(name, result, predictor)
         written = write_label(target, result.labels, volume)
         if self.save_probabilities:
             with atomic_path(self.folder / f"{name}_probabilities.npz") as tmp, open(tmp, "wb") as f:
@@ -91,6 +121,24 @@ class _Outputs:
         if self.overlays:
             _write_overlays(self.folder / "overlays", name, result, predictor)
         return written
+
+
+    def _write_seg(self, name: str, result: Prediction, predictor: Predictor) -> Path:
+        """Issue 15: ``--output-format dicom-seg``: ``NAME.dcm`` (a DICOM-SEG referencing the source
+        series frame by frame; the NIfTI label map is written beside it)."""
+        source = result.volume.source
+        if not isinstance(source, SeriesInfo):
+            raise InputError(f"{result.volume.path}: --output-format dicom-seg needs a DICOM series as input")
+        config = predictor.model.config
+        names = {v: k for k, v in (getattr(config, "label_names", None) or {}).items() if v > 0}
+        classes = {c: names.get(c, f"class {c}") for c in range(1, config.num_classes + 1)}
+        try:
+            return write_dicom_seg(
+                self.folder / f"{name}.dcm", result.labels, source, classes, model_name=predictor.model_name
+            )
+        except DicomSegError as err:
+            raise OutputError(f"{self.folder / name}.dcm: cannot write the DICOM-SEG: {err}") from None
+
 
 
 def _write_overlays(folder: Path, name: str, result: Prediction, predictor: Predictor) -> None:
@@ -135,13 +183,14 @@ def predict_inputs(
     output_dir: str | os.PathLike,
     num_parts: int = 1,
     part_id: int = 0,
+    series_uid: str | None = None,
     **options,
 ) -> PredictReport:
     """Predict every case found in ``inputs`` (:func:`find_inputs`); ``options`` as :func:`predict_cases`.
 
     Only part ``part_id`` of ``num_parts`` of the cases is predicted, and under torchrun only this
     rank's share of it (see :mod:`masam.infer.shard`)."""
-    cases = select_part(select_part(find_inputs(inputs), num_parts, part_id), *distributed_part())
+    cases = select_part(select_part(find_inputs(inputs, series_uid), num_parts, part_id), *distributed_part())
     return predict_cases(predictor, cases, output_dir, **options)
 
 
@@ -169,7 +218,7 @@ def predict_cases(
         iterator = tqdm(cases, desc="cases", unit="case")
     for name, path in iterator:
         try:
-            volume = read_volume(path)
+            volume = read_input(path, predictor.input_spec.channels if predictor.channels > 1 else ())
             boxes = _case_boxes(name, volume, prompts, boxes_from_labels_dir, predictor.box_label)
             result = predictor.predict(
                 volume, boxes=boxes, return_probabilities=save_probabilities, progress=progress,

@@ -51,6 +51,11 @@ class TrainConfig:
         None, "a cache folder written by masam preprocess (used when its plan fits)", "data",
         default_text="RUN/cache, filled here",
     )  # fmt: skip
+    # issue 15: masam check before training
+    check_dataset: bool = setting(
+        True, "run masam check first; --no-check-dataset skips it", "data", flag="--no-check-dataset"
+    )
+    check_processes: int = setting(2, "processes reading cases for the dataset check", "data")
     # model
     sam_checkpoint: str | None = setting(None, "official SAM .pth to fine-tune (arch read from it)", "model")
     arch: str | None = setting(

@@ -5,7 +5,9 @@ not after the dataset was preprocessed into the run folder."""
 
 from __future__ import annotations
 
-from ..data.check import check_dataset
+import sys
+
+from ..data.check import check_dataset, format_report
 from ..errors import ConfigError, DatasetError
 from ..model.build import ARCHS
 from ..model.checkpoint import check_sam_checkpoint
@@ -25,15 +27,16 @@ def check_before_work(cfg: TrainConfig, dataset: bool = True) -> None:
         raise ConfigError("give --sam-checkpoint (fine-tune SAM) or --arch (train from random initialisation)")
     if cfg.sam_checkpoint is not None:
         check_sam_checkpoint(cfg.sam_checkpoint, cfg.arch)
-    if dataset:
-        _check_dataset(cfg.dataset, max(1, min(cfg.workers, 4)))
+    if dataset and cfg.check_dataset:
+        _check_dataset(cfg.dataset, cfg.check_processes)
 
 
 def _check_dataset(root: str, processes: int) -> None:
-    """The dataset check of ``masam check``: its first error in one line, the count of the others."""
+    """``masam check`` (issue 15) before anything is read for training: an unusable dataset stops
+    here with the whole report on stderr and every error in the one-line message."""
     report = check_dataset(root, processes=processes)
     errors = [p for p in report.problems if p.severity == "error"]
     if errors:
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more problem(s): run masam check -d {root})" if len(errors) > 1 else ""
-        raise DatasetError(f"{first.file or root}: {first.problem}{more}")
+        print(format_report(report), file=sys.stderr)
+        listed = "; ".join(f"{p.file or root}: {p.problem}" for p in errors)
+        raise DatasetError(f"{root}: the dataset is not usable (masam check): {listed}")

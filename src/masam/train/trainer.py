@@ -31,14 +31,22 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..allocator import configure_allocator, training_policy
-from ..data import Normalization, StackAugmenter, StackDataset, load_dataset, preprocess_dataset, split_cases
+from ..data import (
+    ChannelNormalization,
+    Normalization,
+    StackAugmenter,
+    StackDataset,
+    load_dataset,
+    preprocess_dataset,
+    split_cases,
+)
 from ..data.augment import AugmentConfig
 from ..data.config import label_map_from_text
 from ..data.intensity import intensity_summary
 from ..data.io import read_label
 from ..data.normalize import spec_for
 from ..data.prepare import merged_names
-from ..data.preprocess import cache_plan, check_cache
+from ..data.preprocess import cache_plan, check_cache, dataset_normalization
 from ..data.slices import boxes_from_mask
 from ..data.splits import fold_cases, make_folds, read_splits, write_splits
 from ..device import resolve_device
@@ -134,7 +142,7 @@ class Trainer:
         self.device = torch.device("cpu")
         # data
         self.dataset = None
-        self.normalization: Normalization | None = None
+        self.normalization: Normalization | ChannelNormalization | None = None
         self.val_cases: list = []
         self.train_set: StackDataset | None = None
         # model and optimisation
@@ -220,7 +228,7 @@ class Trainer:
         self.label_map = label_map_from_text(cfg.merge_labels)
         if self.label_map:
             self.dataset = dataclasses.replace(self.dataset, labels=merged_names(self.dataset.labels, self.label_map))
-        self.normalization = Normalization(self.dataset.modality, cfg.ct_window, cfg.mri_percentile)
+        self.normalization = dataset_normalization(self.dataset, cfg.ct_window, cfg.mri_percentile)
         if cfg.fold is not None:
             train_cases, self.val_cases = self._fold_split()
         else:
@@ -421,7 +429,7 @@ class Trainer:
         )
         per_class: dict[int, list[float]] = {c: [] for c in range(1, self.dataset.num_classes + 1)}
         for case in self.val_cases:
-            result = predictor.predict(case.image)
+            result = predictor.predict(case.images if case.channels else case.image)
             reference = read_label(case.label, result.volume).array
             for c in per_class:
                 per_class[c].append(dice(result.labels == c, reference == c))
