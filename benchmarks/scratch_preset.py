@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from masam.cli import main
 
-SHARED = Path("/work/shared/data/totalsegmentator")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalsegmentator"
 CLASSES = {"spleen": (1,), "kidney": (2, 3), "liver": (5,)}
 SLAB, VAL = 14, (6,)
 

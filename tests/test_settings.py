@@ -57,7 +57,7 @@ def test_other_commands_are_generated_with_their_defaults(capsys):
     assert "(default: report.html)" in _help(capsys, "report")
     assert "(default: .nii.gz)" in _help(capsys, "ensemble")
     assert "(default: faithful)" in _help(capsys, "predict") and "(default: 2)" in _help(capsys, "predict")
-    assert "(default: metrics.json)" in _help(capsys, "evaluate")
+    assert "(default: metrics.json in the current folder)" in _help(capsys, "evaluate")
     assert "(default: 600)" in _help(capsys, "demo")
     assert "(default: 3)" in _help(capsys, "params")  # ModelConfig's class count, declared once
 
@@ -79,8 +79,8 @@ def test_given_options_are_told_apart_from_defaults():
 def test_preset_then_given_options_and_iterations_without_epochs():
     config = resolve_train_config({"dataset": "D", "output": "R", "arch": "vit_tiny", "lr": 1e-3}, "paper")
     assert config.lr == 1e-3 and config.warmup == PRESETS["paper"]["warmup"] and config.stop_epoch == 300
-    assert resolve_train_config({"arch": "vit_tiny", "iterations": 5}).stop_epoch is None
-    assert resolve_train_config({"arch": "vit_tiny", "iterations": 5, "epochs": 9}).stop_epoch == 300
+    assert resolve_train_config({"dataset": "D", "arch": "vit_tiny", "iterations": 5}).stop_epoch is None
+    assert resolve_train_config({"dataset": "D", "arch": "vit_tiny", "iterations": 5, "epochs": 9}).stop_epoch == 300
     with pytest.raises(ValueError, match="give --sam-checkpoint"):
         resolve_train_config({"dataset": "D"})
 

@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 import masam
 from masam.data import Normalization
 from masam.data.normalize import normalization_from_spec, spec_for
-from masam.errors import ConfigError
 from masam.infer import Predictor
 from masam.model.masam_format import read_weights
 from masam.spec import InputSpec
@@ -62,7 +61,7 @@ def test_a_file_without_a_spec_still_loads_with_one_derived(tmp_path):
     assert normalization_from_spec(spec) == Normalization("CT", window=(-100, 300))
 
 
-def test_original_files_get_the_original_convention_and_need_a_modality(tmp_path):
+def test_original_files_get_the_original_convention_and_read_as_ct(tmp_path):
     sam = tmp_path / "sam.pth"
     state = official_sam_state("vit_tiny", 128)
     torch.save(state, sam)
@@ -70,8 +69,8 @@ def test_original_files_get_the_original_convention_and_need_a_modality(tmp_path
     torch.save(original_adapter_state(state, rank=4, num_classes=2, width=24), original)
     model = masam.load_model(sam, original, image_size=64)
     assert model.input_spec.convention == "original" and model.input_spec.modality is None
-    with pytest.raises(ConfigError, match="stores no normalisation"):
-        Predictor(model)
+    # the original code released CT loaders only, so its files are read as CT (issue 12)
+    assert Predictor(model).normalization.modality == "CT"
     converted = tmp_path / "conv.safetensors"
     masam.convert_original(sam, original, converted, image_size=64)
     assert masam.load_model(sam, converted).input_spec.convention == "original"

@@ -100,7 +100,7 @@ def test_predict_dicom_series_end_to_end(weights, tmp_path, name):
     assert code == 0
     (series,) = find_series(folder)
     nifti, seg = out / f"{series.case_name}.nii.gz", out / f"{series.case_name}.dcm"
-    assert sorted(p.name for p in out.iterdir()) == sorted([nifti.name, seg.name])
+    assert sorted(p.name for p in out.glob("[!.]*")) == sorted([nifti.name, seg.name])
     written, reference = sitk.ReadImage(str(nifti)), _series_reader(folder)
     assert written.GetSize() == reference.GetSize()
     assert np.allclose(written.GetSpacing(), reference.GetSpacing(), atol=1e-4)
@@ -140,7 +140,7 @@ def test_a_folder_of_several_series_gives_one_case_each_and_series_picks_one(wei
     out = tmp_path / "out"
     args = ["predict", "-m", str(weights), "-i", str(both), "-o", str(out), "--mode", "fast", "--quiet"]
     assert main([*args, "--series", mr_uid]) == 0
-    assert [p.name for p in out.iterdir()] == ["Product_EPI_Sag_Ascending_5001.nii.gz"]
+    assert [p.name for p in out.glob("[!.]*")] == ["Product_EPI_Sag_Ascending_5001.nii.gz"]
     assert main([*args, "--series", "1.2.3.4"]) == 1
     assert "1.2.3.4" in capsys.readouterr().err
 

@@ -65,9 +65,9 @@ def _predict(cohort, out, *extra):
 
 def test_job_array_parts_predict_their_cases_only(cohort, tmp_path):
     assert main(_predict(cohort, tmp_path / "p1", "--num-parts", "3", "--part-id", "1")) == 0
-    assert sorted(p.name for p in (tmp_path / "p1").iterdir()) == ["case1.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "p1").glob("[!.]*")) == ["case1.nii.gz"]
     assert main(_predict(cohort, tmp_path / "p0", "--num-parts", "3", "--part-id", "0")) == 0
-    assert sorted(p.name for p in (tmp_path / "p0").iterdir()) == ["case0.nii.gz", "case3.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "p0").glob("[!.]*")) == ["case0.nii.gz", "case3.nii.gz"]
     assert main(_predict(cohort, tmp_path / "px", "--num-parts", "3", "--part-id", "3")) == 1
 
 

@@ -109,7 +109,7 @@ def test_predict_command_needs_the_model_channels(brats, tmp_path, capsys):
         shutil.copy(root / "imagesTr" / name, inputs / name)
     code = main(["predict", "-m", str(run), "-i", str(inputs), "-o", str(tmp_path / "out"), "--quiet"])
     assert code == 1  # brats0006 lacks its T1c file
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["brats0005.nii.gz"]
+    assert [p.name for p in (tmp_path / "out").glob("[!.]*")] == ["brats0005.nii.gz"]
     err = capsys.readouterr().err
     assert "brats0006" in err and "brats0006_0001.nii.gz" in err and "FLAIR" in err
 

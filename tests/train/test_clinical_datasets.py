@@ -97,4 +97,4 @@ def test_train_on_dicom_series_folders_then_predict_a_series(tmp_path):
     assert cached.shape == (28, 32, 32) and cached.max() == 1
     out = tmp_path / "out"
     assert main(["predict", "-m", str(run), "-i", str(source), "-o", str(out), "--mode", "fast", "--quiet"]) == 0
-    assert [p.name for p in out.iterdir()] == ["STD_BRAIN_5MM_201.nii.gz"]
+    assert [p.name for p in out.glob("[!.]*")] == ["STD_BRAIN_5MM_201.nii.gz"]

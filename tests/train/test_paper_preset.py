@@ -105,8 +105,8 @@ def test_box_per_stack_gives_every_slice_slice_zeros_box_and_box_prompts_pick_th
     for j in range(5):
         label[:, j, 2 + j : 8 + j, 3 : 9 + j] = 1
     common = {"dataset": "d", "output": str(tmp_path), "prompt": "box", "box_jitter": 0.0}
-    per_slice = Trainer(TrainConfig(**common), progress=False)._batch_boxes(label)
-    per_stack = Trainer(TrainConfig(**common, box_per="stack"), progress=False)._batch_boxes(label)
+    per_slice, _ = Trainer(TrainConfig(**common), progress=False)._batch_boxes(label)
+    per_stack, _ = Trainer(TrainConfig(**common, box_per="stack"), progress=False)._batch_boxes(label)
     assert len({tuple(b.tolist()) for b in per_slice[0]}) == 5
     assert torch.equal(per_stack, per_slice[:, :1].expand(-1, 5, -1))
     assert Trainer(TrainConfig(**common), progress=False).augment_policy == "original-box"

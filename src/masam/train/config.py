@@ -251,11 +251,15 @@ RESUME_MAY_CHANGE = (
 def resume_train_config(given: dict[str, Any], preset: str | None = None) -> TrainConfig:
     """The settings of a resumed run: those saved in ``OUTPUT/config.json``, with the few that may
     change (:data:`RESUME_MAY_CHANGE`) taken from ``given``. Every other given option (and the
-    preset's values) must equal the saved one; all that differ are listed in one error. Reads only."""
+    preset's values) must equal the saved one; all that differ are listed in one error. Reads only.
+    A run folder without ``config.json`` (killed before it was written) starts anew when the
+    dataset is given, and is an error otherwise."""
     path = Path(given["output"]) / "config.json"
     try:
         saved = json.loads(path.read_text())["train"]
     except FileNotFoundError:
+        if given.get("dataset"):  # a run stopped before it wrote anything: it starts, as nnU-Net's --c does
+            return resolve_train_config(given, preset)
         raise ConfigError(f"{path}: no such file; nothing to resume (train without --resume first)") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{path}: cannot read the run's settings: {err}") from None

@@ -5,9 +5,7 @@ not after the dataset was preprocessed into the run folder."""
 
 from __future__ import annotations
 
-import sys
-
-from ..data.check import check_dataset, format_report
+from ..data.check import check_dataset
 from ..errors import ConfigError, DatasetError
 from ..model.build import ARCHS
 from ..model.checkpoint import check_sam_checkpoint
@@ -33,10 +31,9 @@ def check_before_work(cfg: TrainConfig, dataset: bool = True) -> None:
 
 def _check_dataset(root: str, processes: int) -> None:
     """``masam check`` (issue 15) before anything is read for training: an unusable dataset stops
-    here with the whole report on stderr and every error in the one-line message."""
+    here, every error in one line (``masam check`` prints the whole report)."""
     report = check_dataset(root, processes=processes)
     errors = [p for p in report.problems if p.severity == "error"]
     if errors:
-        print(format_report(report), file=sys.stderr)
         listed = "; ".join(f"{p.file or root}: {p.problem}" for p in errors)
         raise DatasetError(f"{root}: the dataset is not usable (masam check): {listed}")
