@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from results_file import write_result
 
 from masam.cli import main
 
@@ -56,6 +58,7 @@ def run() -> None:
     parser.add_argument("out")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "scratch_preset.json"))
     args = parser.parse_args()
     out = Path(args.out)
     dataset = write_dataset(out / "dataset")
@@ -65,7 +68,17 @@ def run() -> None:
         "--image-size", str(args.image_size), "--iterations", str(args.iterations), "--val-every", "2",
         "--split-file", str(dataset / "split.json"), "--workers", "1", "--quiet",
     ])  # fmt: skip
-    print(f"exit {code}; wall time {time.time() - started:.0f} s")
+    seconds = time.time() - started
+    print(f"exit {code}; wall time {seconds:.0f} s")
+    records = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines() if line.strip()]
+    validations = [r for r in records if any(k.startswith("val_dice_") for k in r)]
+    last = {k[len("val_dice_"):]: v for k, v in validations[-1].items() if k.startswith("val_dice_")}
+    write_result(args.json, {
+        "command": f"masam train --arch vit_tiny --preset scratch --image-size {args.image_size} "
+        f"--iterations {args.iterations}", "held_out": [f"slab{k}" for k in VAL], "exit": code,
+        "wall_seconds": round(seconds, 1), "held_out_dice_last_validation": last,
+        "validations": len(validations), "load_average_1min_at_end": os.getloadavg()[0],
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

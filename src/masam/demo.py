@@ -108,7 +108,7 @@ def _train_config(dataset: Path, run: Path, iterations: int, seed: int, device: 
 
     given = {
         "dataset": str(dataset), "output": str(run), "arch": "vit_tiny", "image_size": 64, "iterations": iterations,
-        "val_every": 0, "val_fraction": 0.0, "augment": False, "workers": 1, "seed": seed, "device": device,
+        "val_every": 0, "val_fraction": 0.0, "workers": 1, "seed": seed, "device": device,
     }  # fmt: skip
     return resolve_train_config(given, "scratch")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
@@ -11,7 +10,7 @@ from masam.cli import main
 from tests.data.helpers import write_volume
 
 
-def test_unevaluated_labels_and_unmatched_predictions_are_warned_about(tmp_path, capsys):
+def test_unevaluated_labels_and_unmatched_predictions_are_warned_about(tmp_path, capsys, monkeypatch):
     pred, ref = tmp_path / "pred", tmp_path / "ref"
     pred.mkdir()
     ref.mkdir()
@@ -24,7 +23,7 @@ def test_unevaluated_labels_and_unmatched_predictions_are_warned_about(tmp_path,
     write_volume(pred / "extra.nii.gz", label)
     meta = tmp_path / "dataset.json"
     meta.write_text(json.dumps({"labels": {"background": 0, "liver": 1}}))
-    os.chdir(tmp_path)  # the default -o: metrics.json in the current folder
+    monkeypatch.chdir(tmp_path)  # the default -o: metrics.json in the current folder
     assert main(["evaluate", "-p", str(pred), "-r", str(ref), "--dataset-json", str(meta)]) == 0
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if "warning" in line]
@@ -41,3 +40,23 @@ def test_the_output_default_is_documented(capsys):
     except SystemExit:
         pass
     assert "metrics.json in the current folder" in " ".join(capsys.readouterr().out.split())
+
+
+def test_references_without_a_prediction_are_warned_about_and_left_out(tmp_path, capsys):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    label = np.zeros((4, 10, 12), np.uint8)
+    label[1:3, 2:6, 2:6] = 1
+    write_volume(ref / "a.nii.gz", label)
+    write_volume(ref / "b.nii.gz", label)
+    write_volume(pred / "a.nii.gz", label)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "-p", str(pred), "-r", str(ref), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "b.nii.gz: no prediction in" in err and "not evaluated" in err
+    assert [c["case"] for c in json.loads(out.read_text())["cases"]] == ["a"]
+    (pred / "a.nii.gz").unlink()
+    write_volume(pred / "z.nii.gz", label)
+    assert main(["evaluate", "-p", str(pred), "-r", str(ref), "-o", str(out)]) == 1
+    assert "no prediction for any reference" in capsys.readouterr().err

@@ -32,8 +32,9 @@ def evaluate_folders(
 ) -> dict:
     """Per case and per class metrics, per-class means and the overall mean.
 
-    Cases are matched by name (``CASE.nii.gz`` etc.); a reference without a prediction is an
-    error. ``classes`` default: every foreground value found in the references. ``label_map``:
+    Cases are matched by name (``CASE.nii.gz`` etc.); a reference without a prediction, or a
+    prediction without a reference, is warned about and left out (none matched: an error).
+    ``classes`` default: every foreground value found in the references. ``label_map``:
     label values merged in both (``--merge-labels``, e.g. ``{13: 12}``). ``warn`` (default:
     a line on stderr) gets one line per doubtful case: a prediction without a reference, labels in a
     reference or prediction that are not evaluated.
@@ -42,13 +43,14 @@ def evaluate_folders(
     preds, refs = scan_cases(pred_dir, channel_suffix=False), scan_cases(ref_dir, channel_suffix=False)
     if not refs:
         raise MissingFileError(f"{ref_dir}: no label files")
-    missing = sorted(set(refs) - set(preds))
-    if missing:
-        raise MissingFileError(f"{pred_dir}: no prediction for {', '.join(missing[:5])}")
+    if not set(refs) & set(preds):
+        raise MissingFileError(f"{pred_dir}: no prediction for any reference in {ref_dir}")
+    for missing in sorted(set(refs) - set(preds)):
+        warn(f"{refs[missing]}: no prediction in {pred_dir}; not evaluated")
     for extra in sorted(set(preds) - set(refs)):
         warn(f"{preds[extra]}: no reference in {ref_dir}; not evaluated")
     loaded = {}
-    for name, ref_path in refs.items():
+    for name, ref_path in ((n, p) for n, p in refs.items() if n in preds):
         ref = read_volume(ref_path) if ref_path.is_file() else None
         ref_label = read_label(ref_path)
         pred_label = read_label(preds[name])
