@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from PIL import Image
 
 from masam.cli import main
 from tests.data.helpers import write_volume
@@ -60,3 +61,16 @@ def test_references_without_a_prediction_are_warned_about_and_left_out(tmp_path,
     write_volume(pred / "z.nii.gz", label)
     assert main(["evaluate", "-p", str(pred), "-r", str(ref), "-o", str(out)]) == 1
     assert "no prediction for any reference" in capsys.readouterr().err
+
+
+def test_the_overlays_folder_of_masam_predict_is_not_a_prediction(tmp_path, capsys):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    (pred / "overlays").mkdir(parents=True)
+    ref.mkdir()
+    label = np.zeros((4, 10, 12), np.uint8)
+    label[1:3, 2:6, 2:6] = 1
+    write_volume(ref / "a.nii.gz", label)
+    write_volume(pred / "a.nii.gz", label)
+    Image.new("RGB", (12, 10)).save(pred / "overlays" / "a_00.png")
+    assert main(["evaluate", "-p", str(pred), "-r", str(ref), "-o", str(tmp_path / "m.json")]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -41,6 +41,8 @@ def evaluate_folders(
     """
     warn = warn or _warn_stderr
     preds, refs = scan_cases(pred_dir, channel_suffix=False), scan_cases(ref_dir, channel_suffix=False)
+    if "overlays" not in refs:  # masam predict --overlays' own drawings, not a video prediction
+        preds.pop("overlays", None)
     if not refs:
         raise MissingFileError(f"{ref_dir}: no label files")
     if not set(refs) & set(preds):
