@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import masam
 import masam.precision as precision_module
-from masam.data import Normalization
 from masam.infer import Predictor
 from masam.precision import autocast, cpu_flags, cpu_has_native_bf16, prepare_for_precision, resolve_inference_precision
-from tests.model.test_model import randomise
+from tests.model.test_model import tiny_ct_model
 
 AMD_ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n\n"
 SKYLAKE = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
@@ -53,11 +51,7 @@ def test_unknown_precision_is_refused():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = masam.load_model(arch="vit_tiny", num_classes=2, image_size=64, rank=4)
-    randomise(m)
-    m.metadata = {"normalization": Normalization("CT").to_dict()}
-    return m.eval()
+    return tiny_ct_model()
 
 
 def test_prepared_copy_matches_autocast_and_leaves_the_model_alone(model):

@@ -17,16 +17,12 @@ from masam.infer import Predictor, stack_centres
 from masam.infer.run import boxes_from_labels, predict_inputs
 from tests.conftest import SHARED, require_shared
 from tests.data.helpers import make_video_dataset, phantom, write_volume
-from tests.model.test_model import randomise
+from tests.model.test_model import tiny_ct_model
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = masam.load_model(arch="vit_tiny", num_classes=2, image_size=64, rank=4)
-    randomise(m)
-    m.metadata = {"normalization": Normalization("CT").to_dict()}
-    return m.eval()
+    return tiny_ct_model()
 
 
 def original_loop(model, slices, classes):

@@ -11,23 +11,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import masam
-from masam.data import Normalization, Volume
+from masam.data import Volume
 from masam.data.slices import prepare_image
 from masam.infer import Predictor, prompted
 from masam.infer.boxes import Box3D, PropagatedBox, box_region, slice_boxes
 from masam.infer.prompted import merge_prompted, model_slice_predictor, model_slice_probabilities, predict_prompted
 from tests.data.helpers import phantom
-from tests.model.test_model import randomise
+from tests.model.test_model import tiny_ct_model
 
 
 @pytest.fixture(scope="module")
 def predictor():
-    torch.manual_seed(0)
-    m = masam.load_model(arch="vit_tiny", num_classes=2, image_size=64, rank=4)
-    randomise(m)
-    m.metadata = {"normalization": Normalization("CT").to_dict()}
-    return Predictor(m.eval(), batch_size=4)
+    return Predictor(tiny_ct_model(), batch_size=4)
 
 
 @pytest.fixture(scope="module")

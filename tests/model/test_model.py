@@ -311,3 +311,15 @@ def test_reference_attention_is_sams_written_out():
     x = torch.randn(2, 10, 10, 32)
     with torch.no_grad():
         assert torch.allclose(attn(x, fact), sam_attention(attn, x), atol=1e-5, rtol=1e-4)
+
+
+def tiny_ct_model():
+    """A randomised vit_tiny at 64² with 2 classes and a CT normalisation: the shared model of the
+    prediction tests (a fresh model's zero tables would make every output the same)."""
+    import masam
+    from masam.data import Normalization
+
+    torch.manual_seed(0)
+    model = randomise(masam.load_model(arch="vit_tiny", num_classes=2, image_size=64, rank=4))
+    model.metadata = {"normalization": Normalization("CT").to_dict()}
+    return model.eval()
