@@ -89,5 +89,7 @@ def test_evaluate_folders_and_command(tmp_path, capsys):
     csv_lines = out.with_suffix(".csv").read_text().splitlines()
     assert csv_lines[0] == "case,class,dice,hd95,nsd" and len(csv_lines) == 1 + 4 + 2 + 1
     assert "liver" in capsys.readouterr().out
-    (pred_dir / "b.nii.gz").unlink()
-    assert main(["evaluate", "-p", str(pred_dir), "-r", str(ref_dir), "-o", str(out)]) == 1
+    (pred_dir / "b.nii.gz").unlink()  # issue 18: a reference without a prediction is warned about, not fatal
+    assert main(["evaluate", "-p", str(pred_dir), "-r", str(ref_dir), "-o", str(out)]) == 0
+    assert "b.nii.gz: no prediction in" in capsys.readouterr().err
+    assert [c["case"] for c in json.loads(out.read_text())["cases"]] == ["a"]
