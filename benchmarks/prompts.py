@@ -1,18 +1,21 @@
 """Prompted segmentation (issue 14): Dice of the lesion for each way a user can prompt.
 
-For each task (benchmarks/lesion_data.py: ``synthetic``, ``brats``, ``deeplesion``) it trains three
+For each task (benchmarks/lesion_data.py: ``synthetic``, ``brats``, ``deeplesion``) it trains four
 vit_tiny models the project's way:
 
 - ``no_prompt``: no boxes (the automatic baseline);
 - ``box``: one box per slice around the lesion (``--prompt box --box-label L``; the original's
   per-slice-box protocol, which boxed all foreground, is the paper's baseline);
-- ``dropout``: as ``box`` with ``--prompt-dropout 0.5``, one model for automatic and prompted use;
+- ``box_3d``: as ``box`` with ``--box-3d 0.5``: half the stacks are prompted the way a 3D box prompts them
+  (one box around the target of the whole stack, on every slice, empty slices included), so that
+  the model learns loose boxes and boxes with nothing inside, where a propagated box must stop;
+- ``dropout``: as ``box_3d`` with ``--prompt-dropout 0.5``, one model for automatic and prompted use;
 
 then predicts the test cases with every mode: ``automatic`` (no boxes), ``slice_boxes`` (a box on
 every slice from the reference), ``box_3d`` (one 3D box: the reference's bounding box) and
 ``propagate`` (one box on the lesion's largest slice, propagated), each prompt jittered by 0, 10
-and 20% of its box's size. Writes ``benchmarks/results/prompts.json`` with the Dice per case, the
-means, and the ratios the issue asks for.
+and 20% of its box's size. Writes ``benchmarks/results/prompts_TASK.json`` with the Dice per case, the
+means, and the ratios the issue asks for, one file per task.
 
 Needs the CLI flags ``train --box-label N --prompt-dropout P`` and ``predict --boxes FILE`` with
 the 3D and propagated forms (masam.infer.boxes). Run by hand, on a GPU for the full schedule:
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +51,13 @@ TASKS = {
 MODELS = {
     "no_prompt": lambda label: [],
     "box": lambda label: ["--prompt", "box", "--box-label", str(label)],
-    "dropout": lambda label: ["--prompt", "box", "--box-label", str(label), "--prompt-dropout", "0.5"],
+    "box_3d": lambda label: [*MODELS["box"](label), "--box-3d", "0.5"],
+    "dropout": lambda label: [*MODELS["box_3d"](label), "--prompt-dropout", "0.5"],
 }
 RUNS = {  # which modes each model is asked for: a box-only model has no automatic mode
     "no_prompt": ("automatic",),
     "box": ("slice_boxes", "box_3d", "propagate"),
+    "box_3d": ("slice_boxes", "box_3d", "propagate"),
     "dropout": MODES,
 }
 
@@ -176,10 +182,15 @@ def run_task(task: str, work: Path, args: argparse.Namespace) -> dict:
     result.update(batch_size=args.batch_size, predict_mode=args.predict_mode, **sizes)
     device = args.device
     for model, model_flags in MODELS.items():
-        run = train(
-            dataset, work / task / model, image_size, flags + model_flags(target), result["iterations"], device,
-            args.batch_size,
-        )  # fmt: skip
+        start = time.perf_counter()
+        if args.reuse_runs and (work / task / model / "model_last.safetensors").is_file():
+            run = work / task / model
+        else:
+            run = train(
+                dataset, work / task / model, image_size, flags + model_flags(target), result["iterations"], device,
+                args.batch_size,
+            )  # fmt: skip
+            result.setdefault("train_seconds", {})[model] = round(time.perf_counter() - start, 1)
         for mode in RUNS[model]:
             for fraction in (None,) if mode == "automatic" else JITTERS:
                 file = None if fraction is None else boxes[mode, fraction]
@@ -200,14 +211,32 @@ def ratios(result: dict) -> dict:
         return result[model][key]["lesion_dice_mean"]
 
     out = {}
-    for model in ("box", "dropout"):
+    baseline = max(mean("box", "slice_boxes@0%"), 1e-9)  # the original's protocol and prompts
+    for model in ("box", "box_3d", "dropout"):
         per_slice = max(mean(model, "slice_boxes@0%"), 1e-9)
         out[f"{model}: box_3d / slice_boxes"] = mean(model, "box_3d@0%") / per_slice
         out[f"{model}: propagate / slice_boxes"] = mean(model, "propagate@0%") / per_slice
+        out[f"{model}: box_3d / box model's slice_boxes"] = mean(model, "box_3d@0%") / baseline
+        out[f"{model}: propagate / box model's slice_boxes"] = mean(model, "propagate@0%") / baseline
     out["dropout automatic / no_prompt automatic"] = mean("dropout", "automatic") / max(
         mean("no_prompt", "automatic"), 1e-9
     )
     return out
+
+
+def markdown_table(result: dict) -> str:
+    """The lesion Dice of one task's result as a Markdown table: a row per model, a column per
+    mode, the jitters 0/10/20% side by side."""
+    lines = ["| model | automatic | per-slice boxes 0/10/20% | 3D box 0/10/20% | propagation 0/10/20% |"]
+    lines.append("|---|---|---|---|---|")
+    for model in MODELS:
+        cells = []
+        for mode in MODES:
+            keys = [mode] if mode == "automatic" else [f"{mode}@{round(j * 100)}%" for j in result["jitters"]]
+            found = [result[model].get(k) for k in keys]
+            cells.append(" / ".join(f"{f['lesion_dice_mean']:.3f}" for f in found) if all(found) else "-")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,12 +251,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-cases", type=int, default=6, help="synthetic task: test cases")
     parser.add_argument("--predict-mode", default="faithful", choices=("faithful", "fast"), help="masam predict --mode")
     parser.add_argument("--work", default=None, help="folder for data, runs and predictions (default: temporary)")
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "prompts.json"))
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results"), help="folder of prompts_TASK.json")
+    parser.add_argument("--reuse-runs", action="store_true", help="keep models already trained in --work")
+    parser.add_argument("--table", default=None, help="print the Markdown table of a result file and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
-        results = {task: run_task(task, work, args) for task in args.tasks}
-    write_result(args.output, {"tasks": results, "jitters": list(JITTERS), "device": args.device})
+        for task in args.tasks:  # one file per task: tasks differ in cost by hours, so they run apart
+            result = {"task": task, **run_task(task, work, args), "jitters": list(JITTERS), "device": args.device}
+            write_result(Path(args.output) / f"prompts_{task}.json", result)
 
 
 if __name__ == "__main__":

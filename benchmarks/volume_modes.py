@@ -125,6 +125,7 @@ def main() -> None:
         "--precisions", nargs="+", default=["fp32"], help="precisions to compare, each at every stride (default fp32)"
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "volume_modes.json"))
+    parser.add_argument("--note", default=None, help="a remark stored with the result (e.g. the machine was shared)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     configure_allocator("reuse")  # as masam predict
@@ -136,6 +137,7 @@ def main() -> None:
         demo_cases = [(p, work / "demo" / "dataset" / "labelsTs" / p.name.replace("_0000", "")) for p in test]
         result = {
             "device": args.device,
+            **({"note": args.note} if args.note else {}),
             "phantom": evaluate_modes(work / "demo" / "run", demo_cases, settings, args.device),
         }
         ct_run, ct_cases = shared_ct_model(work, args.ct_iterations, args.device, args.ct_folder)

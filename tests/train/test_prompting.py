@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from masam.train.prompting import box_target, forward_with_prompts, prompt_keep
-from masam.train.trainer import boxes_for_training
+from masam.train.trainer import boxes_for_training, with_stack_boxes
 from tests.model.test_model import randomise, tiny
 
 
@@ -27,6 +27,25 @@ def test_boxes_for_one_class_surround_that_class_only():
     everything = boxes_for_training(box_target(label, None), torch.Generator().manual_seed(0), jitter=0.0)
     assert (everything[0, 1] - torch.tensor([3.0, 2.0, 19.0, 15.0])).abs().max() <= 1  # organ + lesion
     assert box_target(label, None).dtype == torch.uint8 and box_target(label, 2).sum() == 12 + 24
+
+
+def test_a_stack_box_covers_the_target_on_every_slice_and_boxes_empty_slices_too():
+    target = torch.zeros(400, 5, 20, 24, dtype=torch.uint8)
+    target[:, 1, 6:9, 10:14] = 1  # small at one end of the lesion
+    target[:, 2, 4:12, 8:18] = 1  # largest in the middle
+    target[:, 3:, :, :] = 0  # slices 0, 3 and 4 hold none of it
+    target[-1] = 0  # a sample without the target keeps its NaN boxes
+    gen = torch.Generator().manual_seed(0)
+    per_slice = boxes_for_training(target, gen, jitter=0.0)
+    mixed = with_stack_boxes(per_slice, target, 0.5, 0.0, gen)
+    whole = mixed[:, 0].isfinite().all(1)  # the 3D-box samples: slice 0 (empty) got a box
+    assert abs(whole[:-1].float().mean().item() - 0.5) < 0.1  # binomial sd 0.025
+    box = mixed[whole]
+    assert torch.equal(box, box[:, :1].expand_as(box))  # one box for the whole stack
+    assert (box[0, 0] - torch.tensor([8.0, 4.0, 17.0, 11.0])).abs().max() <= 1  # around slices 1 and 2
+    assert torch.equal(mixed[~whole].nan_to_num(-1), per_slice[~whole].nan_to_num(-1))  # the others: per-slice
+    assert mixed[-1].isnan().all()
+    assert torch.equal(with_stack_boxes(per_slice, target, 0.0, 0.0, gen).nan_to_num(-1), per_slice.nan_to_num(-1))
 
 
 def test_prompt_dropout_leaves_out_the_expected_share_reproducibly():
@@ -90,9 +109,12 @@ def test_train_flags_are_checked_and_stored_in_the_models_metadata(tmp_path, cap
     args = ["train", "-d", str(dataset), "--arch", "vit_tiny", "--image-size", "32", "--rank", "2", "--workers", "0",
             "--quiet", "--iterations", "2", "--batch-size", "2", "--val-every", "0", "--val-fraction", "0"]  # fmt: skip
     assert main([*args, "-o", str(tmp_path / "a"), "--box-label", "1"]) == 1  # needs --prompt box
-    assert "--box-label and --prompt-dropout need --prompt box" in capsys.readouterr().err
+    assert "--box-label, --prompt-dropout and --box-3d need --prompt box" in capsys.readouterr().err
     assert main([*args, "-o", str(tmp_path / "b"), "--prompt", "box", "--prompt-dropout", "1.0"]) == 1
+    assert main([*args, "-o", str(tmp_path / "b"), "--prompt", "box", "--box-3d", "1.5"]) == 1
+    assert "--box-3d must be between 0 and 1, got 1.5" in capsys.readouterr().err
     run = tmp_path / "c"
-    assert main([*args, "-o", str(run), "--prompt", "box", "--box-label", "1", "--prompt-dropout", "0.5"]) == 0
+    flags = ["--prompt", "box", "--box-label", "1", "--prompt-dropout", "0.5", "--box-3d", "0.5"]
+    assert main([*args, "-o", str(run), *flags]) == 0
     meta = load_model(weights=run / "model_last.safetensors").metadata
-    assert (meta["prompt"], meta["box_label"], meta["prompt_dropout"]) == ("box", 1, 0.5)
+    assert (meta["prompt"], meta["box_label"], meta["prompt_dropout"], meta["box_3d"]) == ("box", 1, 0.5, 0.5)

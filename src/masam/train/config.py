@@ -77,6 +77,11 @@ class TrainConfig:
     prompt_dropout: float = setting(
         0.0, "with --prompt box: share of samples trained without a box, so the model also segments unprompted", "model"
     )
+    # issue 14: a 3D box or a propagated box reaches slices where the target is smaller or absent
+    box_3d: float = setting(
+        0.0, "with --prompt box: share of samples whose slices all get the stack's 3D box of the target, "
+        "empty slices included, so the model learns loose boxes and boxes with nothing inside", "model",
+    )  # fmt: skip
     # optimisation
     batch_size: int = setting(24, "stacks per step and process", "optimisation")
     accumulate: int = setting(1, "micro-batches per optimizer step", "optimisation")
@@ -231,11 +236,14 @@ def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> Tr
 
 
 def check_prompt_settings(config: TrainConfig) -> None:
-    """``--box-label`` and ``--prompt-dropout`` need ``--prompt box`` and sensible values (issue 14)."""
-    if config.prompt != "box" and (config.box_label is not None or config.prompt_dropout > 0):
-        raise ConfigError("--box-label and --prompt-dropout need --prompt box")
+    """``--box-label``, ``--prompt-dropout`` and ``--box-3d`` need ``--prompt box`` and sensible
+    values (issue 14)."""
+    if config.prompt != "box" and (config.box_label is not None or config.prompt_dropout > 0 or config.box_3d > 0):
+        raise ConfigError("--box-label, --prompt-dropout and --box-3d need --prompt box")
     if not 0.0 <= config.prompt_dropout < 1.0:
         raise ConfigError(f"--prompt-dropout must be at least 0 and below 1, got {config.prompt_dropout}")
+    if not 0.0 <= config.box_3d <= 1.0:
+        raise ConfigError(f"--box-3d must be between 0 and 1, got {config.box_3d}")
     if config.box_label is not None and config.box_label < 1:
         raise ConfigError(f"--box-label must be a foreground class (1 or more), got {config.box_label}")
 

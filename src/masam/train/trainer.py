@@ -106,6 +106,18 @@ def boxes_for_training(label: torch.Tensor, generator: torch.Generator, jitter: 
     return boxes
 
 
+def with_stack_boxes(
+    boxes: torch.Tensor, target: torch.Tensor, share: float, jitter: float, generator: torch.Generator
+) -> torch.Tensor:
+    """``boxes`` ``[B, D, 4]`` with a share ``share`` of the samples prompted the way a 3D box prompts
+    at prediction: every slice gets the same box, the jittered bounding box of ``target``
+    ``[B, D, H, W]`` over the whole stack, also where a slice holds less of the target or none.
+    Samples without the target keep their (NaN) boxes."""
+    whole = boxes_for_training(target.amax(1, keepdim=True), generator, jitter)  # [B, 1, 4]
+    chosen = torch.rand(boxes.shape[0], generator=generator) < share
+    return torch.where(chosen[:, None, None], whole.expand_as(boxes), boxes)
+
+
 def training_loss(
     net: torch.nn.Module,
     image: torch.Tensor,
@@ -448,9 +460,12 @@ class Trainer:
         # seeded by (seed, step, process, micro-batch): a resumed run draws the same jitter and dropout
         key = [self.cfg.seed, self.step, self.ddp_rank, self.pending]
         box_gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-        boxes = boxes_for_training(box_target(label, self.cfg.box_label), box_gen, self.cfg.box_jitter)
+        target = box_target(label, self.cfg.box_label)
+        boxes = boxes_for_training(target, box_gen, self.cfg.box_jitter)
         if self.cfg.box_per == "stack":
             boxes = boxes[:, :1].expand_as(boxes).contiguous()  # slice 0's box for the stack (dataset_bbox.py:91-108)
+        if self.cfg.box_3d:
+            boxes = with_stack_boxes(boxes, target, self.cfg.box_3d, self.cfg.box_jitter, box_gen)
         prompted = prompt_keep(label.shape[0], self.cfg.prompt_dropout, box_gen) if self.cfg.prompt_dropout else None
         return boxes.to(self.device), None if prompted is None else prompted.to(self.device)
 
