@@ -37,10 +37,13 @@ def test_the_synthetic_lesion_is_a_faint_patch_inside_the_organ(bench):
         assert set(np.unique(label)) == {0, 1, 2}
         assert 50 < lesion.sum() < 600 and len(np.unique(np.nonzero(lesion)[0])) >= 2  # small, several slices
         assert np.array_equal(label > 0, organs == 1)  # organ + lesion = the phantom's liver
+        contrast = lesion_data.LESION_CONTRAST
         difference = image.astype(int) - plain
-        assert np.all(difference[lesion] == -25) and np.all(difference[~lesion] == 0)
-        # low contrast: the darkening is about one standard deviation of the organ's own values
-        assert 0.8 < 25 / image[label == 1].std() < 2.0
+        assert np.all(difference[lesion] == -contrast) and np.all(difference[~lesion] == 0)
+        # low contrast: the darkening is one to three standard deviations of the organ's own values
+        assert 1.0 < contrast / image[label == 1].std() < 3.0
+        faint, _ = lesion_data.lesion_case(seed, contrast=25.0)
+        assert np.all((faint.astype(int) - plain)[lesion] == -25)
 
 
 def test_the_synthetic_task_is_a_dataset_the_project_reads(bench, tmp_path):
@@ -150,3 +153,21 @@ def test_the_brats_cases_are_cropped_to_the_brain_in_place(bench, tmp_path):
     # the same physical point holds the same value in the crop and the original
     point = image.TransformIndexToPhysicalPoint([5, 7, 9])
     assert image[5, 7, 9] == original[original.TransformPhysicalPointToIndex(point)]
+
+
+def test_ratios_and_table_read_the_modes_they_name(bench):
+    _, prompts = bench
+    dice = {"automatic": 0.4, "slice_boxes@0%": 0.8, "box_3d@0%": 0.76, "propagate@0%": 0.6}
+    result = {
+        "jitters": [0.0],
+        "no_prompt": {"automatic": {"lesion_dice_mean": 0.5}},
+        "dropout": {k: {"lesion_dice_mean": v} for k, v in dice.items()},
+    }
+    ratios = prompts.ratios(result)
+    assert ratios["dropout: box_3d / slice_boxes"] == pytest.approx(0.95)
+    assert ratios["dropout: propagate / slice_boxes"] == pytest.approx(0.75)
+    assert ratios["dropout automatic / no_prompt automatic"] == pytest.approx(0.8)
+    assert not any(key.startswith("box") or "box model" in key for key in ratios)  # no box model trained
+    table = prompts.markdown_table(result).splitlines()
+    assert table[2] == "| no_prompt | 0.500 | - | - | - |"
+    assert table[3] == "| dropout | 0.400 | 0.800 | 0.760 | 0.600 |"
