@@ -1,6 +1,6 @@
 """Prompted segmentation (issue 14): Dice of the lesion for each way a user can prompt.
 
-For each task (benchmarks/lesion_data.py: ``synthetic``, ``brats``, ``deeplesion``) it trains four
+For each task (benchmarks/lesion_data.py: ``synthetic``, ``brats``, ``deeplesion``) it trains five
 vit_tiny models the project's way:
 
 - ``no_prompt``: no boxes (the automatic baseline);
@@ -10,6 +10,8 @@ vit_tiny models the project's way:
   (one box around the target of the whole stack, on every slice, empty slices included), so that
   the model learns loose boxes and boxes with nothing inside, where a propagated box must stop;
 - ``dropout``: as ``box_3d`` with ``--prompt-dropout 0.5``, one model for automatic and prompted use;
+- ``box_empty``: as ``box_3d`` with ``--box-empty 0.5``: half the stacks without the lesion get
+  another stack's box, a box with nothing inside;
 
 then predicts the test cases with every mode: ``automatic`` (no boxes), ``slice_boxes`` (a box on
 every slice from the reference), ``box_3d`` (one 3D box: the reference's bounding box) and
@@ -55,12 +57,14 @@ MODELS = {
     "box": lambda label: ["--prompt", "box", "--box-label", str(label)],
     "box_3d": lambda label: [*MODELS["box"](label), "--box-3d", "0.5"],
     "dropout": lambda label: [*MODELS["box_3d"](label), "--prompt-dropout", "0.5"],
+    "box_empty": lambda label: [*MODELS["box_3d"](label), "--box-empty", "0.5"],
 }
 RUNS = {  # which modes each model is asked for: a box-only model has no automatic mode
     "no_prompt": ("automatic",),
     "box": ("slice_boxes", "box_3d", "propagate"),
     "box_3d": ("slice_boxes", "box_3d", "propagate"),
     "dropout": MODES,
+    "box_empty": ("slice_boxes", "box_3d", "propagate"),
 }
 
 
@@ -215,7 +219,7 @@ def ratios(result: dict) -> dict:
         return result[model][key]["lesion_dice_mean"]
 
     out = {}
-    prompted = [m for m in ("box", "box_3d", "dropout") if m in result]
+    prompted = [m for m in ("box", "box_3d", "dropout", "box_empty") if m in result]
     for model in prompted:
         per_slice = max(mean(model, "slice_boxes@0%"), 1e-9)
         out[f"{model}: box_3d / slice_boxes"] = mean(model, "box_3d@0%") / per_slice

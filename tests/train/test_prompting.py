@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from masam.train.prompting import box_target, forward_with_prompts, prompt_keep
-from masam.train.trainer import boxes_for_training, with_stack_boxes
+from masam.train.trainer import boxes_for_training, with_empty_boxes, with_stack_boxes
 from tests.model.test_model import randomise, tiny
 
 
@@ -46,6 +46,25 @@ def test_a_stack_box_covers_the_target_on_every_slice_and_boxes_empty_slices_too
     assert torch.equal(mixed[~whole].nan_to_num(-1), per_slice[~whole].nan_to_num(-1))  # the others: per-slice
     assert mixed[-1].isnan().all()
     assert torch.equal(with_stack_boxes(per_slice, target, 0.0, 0.0, gen).nan_to_num(-1), per_slice.nan_to_num(-1))
+
+
+def test_an_empty_stack_borrows_another_samples_box_and_only_then():
+    target = torch.zeros(600, 5, 20, 24, dtype=torch.uint8)
+    target[::3, 1:3, 6:9, 10:14] = 1  # a third of the samples hold the target
+    gen = torch.Generator().manual_seed(0)
+    per_slice = boxes_for_training(target, gen, jitter=0.0)
+    mixed = with_empty_boxes(per_slice, target, 0.5, 0.0, gen)
+    empty = target.flatten(1).amax(1) == 0
+    given = mixed[:, 0].isfinite().all(1) & empty
+    assert abs(given.float().sum().item() / empty.sum().item() - 0.5) < 0.1  # binomial sd 0.025
+    box = mixed[given]
+    assert torch.equal(box, box[:, :1].expand_as(box))  # one box for the whole stack
+    assert (box[:, 0] - torch.tensor([10.0, 6.0, 13.0, 8.0])).abs().max() <= 1  # the donors' box
+    kept = ~given  # samples with the target, and the empty ones not chosen, are unchanged
+    assert torch.equal(mixed[kept].nan_to_num(-1), per_slice[kept].nan_to_num(-1))
+    none = torch.zeros(4, 5, 20, 24, dtype=torch.uint8)  # no donor in the batch: nothing to borrow
+    unboxed = boxes_for_training(none, gen, 0.0)
+    assert with_empty_boxes(unboxed, none, 1.0, 0.0, gen).isnan().all()
 
 
 def test_prompt_dropout_leaves_out_the_expected_share_reproducibly():
@@ -109,12 +128,15 @@ def test_train_flags_are_checked_and_stored_in_the_models_metadata(tmp_path, cap
     args = ["train", "-d", str(dataset), "--arch", "vit_tiny", "--image-size", "32", "--rank", "2", "--workers", "0",
             "--quiet", "--iterations", "2", "--batch-size", "2", "--val-every", "0", "--val-fraction", "0"]  # fmt: skip
     assert main([*args, "-o", str(tmp_path / "a"), "--box-label", "1"]) == 1  # needs --prompt box
-    assert "--box-label, --prompt-dropout and --box-3d need --prompt box" in capsys.readouterr().err
+    assert "--box-label, --prompt-dropout, --box-3d and --box-empty need --prompt box" in capsys.readouterr().err
     assert main([*args, "-o", str(tmp_path / "b"), "--prompt", "box", "--prompt-dropout", "1.0"]) == 1
     assert main([*args, "-o", str(tmp_path / "b"), "--prompt", "box", "--box-3d", "1.5"]) == 1
     assert "--box-3d must be between 0 and 1, got 1.5" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "b"), "--prompt", "box", "--box-empty", "-0.1"]) == 1
+    assert "--box-empty must be between 0 and 1, got -0.1" in capsys.readouterr().err
     run = tmp_path / "c"
-    flags = ["--prompt", "box", "--box-label", "1", "--prompt-dropout", "0.5", "--box-3d", "0.5"]
+    flags = ["--prompt", "box", "--box-label", "1", "--prompt-dropout", "0.5", "--box-3d", "0.5", "--box-empty", "0.25"]
     assert main([*args, "-o", str(run), *flags]) == 0
     meta = load_model(weights=run / "model_last.safetensors").metadata
-    assert (meta["prompt"], meta["box_label"], meta["prompt_dropout"], meta["box_3d"]) == ("box", 1, 0.5, 0.5)
+    stored = [meta[k] for k in ("prompt", "box_label", "prompt_dropout", "box_3d", "box_empty")]
+    assert stored == ["box", 1, 0.5, 0.5, 0.25]

@@ -82,6 +82,10 @@ class TrainConfig:
         0.0, "with --prompt box: share of samples whose slices all get the stack's 3D box of the target, "
         "empty slices included, so the model learns loose boxes and boxes with nothing inside", "model",
     )  # fmt: skip
+    box_empty: float = setting(
+        0.0, "with --prompt box: share of samples without the target that get another sample's box, so the "
+        "model learns to find nothing in a box where there is nothing", "model",
+    )  # fmt: skip
     # optimisation
     batch_size: int = setting(24, "stacks per step and process", "optimisation")
     accumulate: int = setting(1, "micro-batches per optimizer step", "optimisation")
@@ -236,14 +240,16 @@ def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> Tr
 
 
 def check_prompt_settings(config: TrainConfig) -> None:
-    """``--box-label``, ``--prompt-dropout`` and ``--box-3d`` need ``--prompt box`` and sensible
-    values (issue 14)."""
-    if config.prompt != "box" and (config.box_label is not None or config.prompt_dropout > 0 or config.box_3d > 0):
-        raise ConfigError("--box-label, --prompt-dropout and --box-3d need --prompt box")
+    """``--box-label``, ``--prompt-dropout``, ``--box-3d`` and ``--box-empty`` need ``--prompt box``
+    and sensible values (issue 14)."""
+    box_only = (config.box_label is not None, config.prompt_dropout > 0, config.box_3d > 0, config.box_empty > 0)
+    if config.prompt != "box" and any(box_only):
+        raise ConfigError("--box-label, --prompt-dropout, --box-3d and --box-empty need --prompt box")
     if not 0.0 <= config.prompt_dropout < 1.0:
         raise ConfigError(f"--prompt-dropout must be at least 0 and below 1, got {config.prompt_dropout}")
-    if not 0.0 <= config.box_3d <= 1.0:
-        raise ConfigError(f"--box-3d must be between 0 and 1, got {config.box_3d}")
+    for flag, share in (("--box-3d", config.box_3d), ("--box-empty", config.box_empty)):
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"{flag} must be between 0 and 1, got {share}")
     if config.box_label is not None and config.box_label < 1:
         raise ConfigError(f"--box-label must be a foreground class (1 or more), got {config.box_label}")
 

@@ -118,6 +118,23 @@ def with_stack_boxes(
     return torch.where(chosen[:, None, None], whole.expand_as(boxes), boxes)
 
 
+def with_empty_boxes(
+    boxes: torch.Tensor, target: torch.Tensor, share: float, jitter: float, generator: torch.Generator
+) -> torch.Tensor:
+    """``boxes`` ``[B, D, 4]`` where each sample without ``target`` ``[B, D, H, W]`` gets, with
+    probability ``share``, the stack box (:func:`with_stack_boxes`) of a random sample that has
+    it, on every slice: a box with nothing inside, which a propagated box meets past the target's
+    end. Unchanged where no sample of the batch has the target."""
+    whole = boxes_for_training(target.amax(1, keepdim=True), generator, jitter)[:, 0]  # [B, 4]
+    has = whole.isfinite().all(1)
+    donors = has.nonzero().flatten()
+    chosen = ~has & (torch.rand(boxes.shape[0], generator=generator) < share)
+    if len(donors) == 0:
+        return boxes
+    borrowed = whole[donors[torch.randint(len(donors), (boxes.shape[0],), generator=generator)]]
+    return torch.where(chosen[:, None, None], borrowed[:, None].expand_as(boxes), boxes)
+
+
 def training_loss(
     net: torch.nn.Module,
     image: torch.Tensor,
@@ -466,6 +483,8 @@ class Trainer:
             boxes = boxes[:, :1].expand_as(boxes).contiguous()  # slice 0's box for the stack (dataset_bbox.py:91-108)
         if self.cfg.box_3d:
             boxes = with_stack_boxes(boxes, target, self.cfg.box_3d, self.cfg.box_jitter, box_gen)
+        if self.cfg.box_empty:
+            boxes = with_empty_boxes(boxes, target, self.cfg.box_empty, self.cfg.box_jitter, box_gen)
         prompted = prompt_keep(label.shape[0], self.cfg.prompt_dropout, box_gen) if self.cfg.prompt_dropout else None
         return boxes.to(self.device), None if prompted is None else prompted.to(self.device)
 
