@@ -178,8 +178,8 @@ def predict_and_score(
 def run_task(task: str, work: Path, args: argparse.Namespace) -> dict:
     writer, target, image_size, flags, default_iterations = TASKS[task]
     image_size = args.image_size or image_size
-    sizes = {"train_cases": args.train_cases, "test_cases": args.test_cases} if task == "synthetic" else {}
-    sizes.update(contrast=args.contrast) if task == "synthetic" else None
+    synthetic = {"train_cases": args.train_cases, "test_cases": args.test_cases, "contrast": args.contrast}
+    sizes = synthetic if task == "synthetic" else {}
     dataset = writer(work / task / "data", **sizes)
     meta = json.loads((dataset / "dataset.json").read_text())
     classes = sorted(v for v in meta["labels"].values() if v > 0)
