@@ -119,6 +119,39 @@ def write_brats_dataset(root: Path, test_case: str = "brats_2013_pat0006_1", fol
     return root
 
 
+BRATS_CASES = ("brats_2013_pat0001_1", "brats_2013_pat0002_1", "brats_2013_pat0005_1", "brats_2013_pat0006_1")
+BRATS_CHANNELS = {"Flair": "FLAIR", "T1c": "T1c"}
+
+
+def write_brats_tumour_dataset(
+    root: Path, test_case: str, channels: tuple[str, ...] = ("Flair",), folder: Path | None = None
+) -> Path:
+    """The learning task of issue 27: whole BraTS volumes (not cropped), the given sequences as
+    channels, label 1 = whole tumour (``OTMultiClass > 0``); ``test_case`` in imagesTs, the others
+    in imagesTr. Files already written are kept."""
+    folder = Path(folder or SHARED_DATA / "deepmedic_brats2015")
+    root = Path(root)
+    if (root / "dataset.json").is_file():
+        return root
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for case in sorted(p.name for p in folder.iterdir() if p.is_dir()):
+        split = "Ts" if case == test_case else "Tr"
+        for index, sequence in enumerate(channels):
+            image = sitk.ReadImage(str(folder / case / f"{sequence}_subtrMeanDivStd.nii.gz"), sitk.sitkFloat32)
+            sitk.WriteImage(image, str(root / f"images{split}" / f"{case}_{index:04d}.nii.gz"), useCompression=True)
+        reference = sitk.ReadImage(str(folder / case / "OTMultiClass.nii.gz"))
+        tumour = sitk.GetImageFromArray((sitk.GetArrayFromImage(reference) > 0).astype(np.uint8))
+        tumour.CopyInformation(reference)
+        sitk.WriteImage(tumour, str(root / f"labels{split}" / f"{case}.nii.gz"), useCompression=True)
+    meta = {
+        "channel_names": {str(i): BRATS_CHANNELS[s] for i, s in enumerate(channels)},
+        "labels": {"background": 0, "tumour": 1}, "file_ending": ".nii.gz", "numTraining": len(BRATS_CASES) - 1,
+    }  # fmt: skip
+    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
 def write_deeplesion_dataset(root: Path, npz: Path | None = None) -> Path:
     """The DeepLesion stack as one training case and the same case as the test case."""
     npz = Path(npz or SHARED_DATA / "medsam2_deeplesion" / "CT_Lesion_000015_01_01_103-115.npz")

@@ -109,6 +109,18 @@ def test_box_per_stack_gives_every_slice_slice_zeros_box_and_box_prompts_pick_th
     per_stack, _ = Trainer(TrainConfig(**common, box_per="stack"), progress=False)._batch_boxes(label)
     assert len({tuple(b.tolist()) for b in per_slice[0]}) == 5
     assert torch.equal(per_stack, per_slice[:, :1].expand(-1, 5, -1))
-    assert Trainer(TrainConfig(**common), progress=False).augment_policy == "original-box"
-    assert Trainer(TrainConfig(dataset="d", output="o"), progress=False).augment_policy == "original"
-    assert Trainer(TrainConfig(**{**common, "augment_policy": "original"}), progress=False).augment_policy == "original"
+
+
+
+def test_each_preset_names_its_augmentation_and_old_run_folders_keep_theirs():
+    """masam's own policy by default (issue 27); the paper's presets the original's, the box task's
+    its box variant; a run folder saved before the setting had a default resumes with what it used."""
+    given = {"dataset": "d", "output": "o", "arch": "vit_tiny"}
+    assert resolve_train_config(given).augment_policy == "masam"
+    for preset in ("paper", "btcv", "prostate", "endovis"):
+        assert resolve_train_config(given, preset).augment_policy == "original"
+    assert resolve_train_config(given, "tumour-box").augment_policy == "original-box"
+    assert resolve_train_config({**given, "augment_policy": "original"}).augment_policy == "original"
+    saved = {**TrainConfig(**given).to_dict(), "augment_policy": None}
+    assert TrainConfig.from_dict(saved).augment_policy == "original"
+    assert TrainConfig.from_dict({**saved, "prompt": "box"}).augment_policy == "original-box"

@@ -48,7 +48,7 @@ RAND_OPS = (
 )
 GEOMETRIC_OPS = ("shear_x", "shear_y", "scale", "translate_x", "translate_y")
 BOX_OPS = tuple(op for op in RAND_OPS if op not in GEOMETRIC_OPS)
-POLICIES = ("original", "original-box")
+POLICIES = ("masam", "original", "original-box")
 FRAMES = ("auto", "volume", "video", "none")
 
 
@@ -261,6 +261,8 @@ class StackAugmenter:
         self.config = config or AugmentConfig()
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, g: torch.Generator):
+        if self.config.policy == "masam":
+            return masam_augment(image, label, g, MasamAugment())
         frame = self.config.frame
         if frame == "auto":
             frame = "video" if image.shape[1] == 3 else "volume"
@@ -274,3 +276,118 @@ class StackAugmenter:
         )
         img, lab = _frame(img, frame), _frame(lab, frame)
         return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(lab.astype(np.int64))
+
+
+# ---------------------------------------------------------------- masam's own policy
+# Measured on real data (docs/learning.md): a model trained from scratch learns from it where the
+# original's policy stops it learning. Computed in float on the tensors (no 8-bit round trip), one
+# sampling grid for the rotation and the geometric ops together.
+
+
+@dataclass(frozen=True)
+class MasamAugment:
+    """Per stack: p ``p_rot_flip`` quarter turns and a flip; p ``p_rotate`` a rotation within
+    ``±max_rotation``°; ``num_ops`` of :data:`MASAM_OPS` (shear, scale and translate share the
+    rotation's grid); p ``p_gamma`` ``x -> x^γ``; p ``p_erase`` a box set to 0 (labels kept)."""
+
+    p_rot_flip: float = 0.5
+    p_rotate: float = 0.5
+    max_rotation: float = 15.0
+    num_ops: int = 2
+    max_shear: float = 0.3
+    scale: tuple[float, float] = (0.8, 1.2)
+    max_translate: float = 0.2
+    posterize_bits: tuple[int, int] = (4, 8)
+    enhance: tuple[float, float] = (0.5, 1.5)
+    p_gamma: float = 0.5
+    gamma: tuple[float, float] = (0.5, 3.5)
+    p_erase: float = 0.25
+    erase_area: tuple[float, float] = (0.02, 0.2)
+
+
+MASAM_OPS = ("shear", "scale", "translate", "posterize", "contrast", "brightness", "sharpness")
+
+
+def _uniform(g: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=g).item()
+
+
+def _chance(g: torch.Generator, p: float) -> bool:
+    return p > 0 and torch.rand((), generator=g).item() < p
+
+
+def masam_augment(image: torch.Tensor, label: torch.Tensor, g: torch.Generator, c: MasamAugment):
+    """``image [D, C, H, W]`` in [0, 1], ``label [D, H, W]`` -> both augmented alike."""
+    if _chance(g, c.p_rot_flip):
+        k = int(torch.randint(4, (), generator=g))
+        axis = -1 - int(torch.randint(2, (), generator=g))
+        image, label = image.rot90(k, (-2, -1)).flip(axis), label.rot90(k, (-2, -1)).flip(axis)
+    angle = np.radians(_uniform(g, -c.max_rotation, c.max_rotation)) if _chance(g, c.p_rotate) else 0.0
+    ops = [MASAM_OPS[i] for i in torch.randperm(len(MASAM_OPS), generator=g)[: c.num_ops].tolist()]
+    matrix = torch.tensor([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=torch.float32)
+    shift = torch.zeros(2)
+    if "shear" in ops:
+        matrix = matrix @ torch.tensor([[1.0, _uniform(g, -c.max_shear, c.max_shear)], [0.0, 1.0]])
+    if "scale" in ops:
+        matrix = matrix / _uniform(g, *c.scale)  # the grid maps output to input: 1/s zooms by s
+    if "translate" in ops:
+        shift = torch.tensor([_uniform(g, -c.max_translate, c.max_translate) * 2 for _ in range(2)])
+    if angle or {"shear", "scale", "translate"} & set(ops):
+        image, label = _warp(image, label, matrix, shift)
+    for op in ops:
+        image = _intensity(image, op, g, c)
+    image = image.clamp(0, 1)
+    if _chance(g, c.p_gamma):
+        image = image.pow(_uniform(g, *c.gamma))
+    if _chance(g, c.p_erase):
+        image = _erase_zero(image, g, c.erase_area)
+    return image.contiguous(), label.contiguous()
+
+
+def _intensity(image: torch.Tensor, op: str, g: torch.Generator, c: MasamAugment) -> torch.Tensor:
+    if op == "posterize":
+        levels = 2 ** int(torch.randint(c.posterize_bits[0], c.posterize_bits[1] + 1, (), generator=g))
+        return torch.floor(image * (levels - 1) + 0.5) / (levels - 1)
+    if op == "contrast":
+        return _blend(image.mean(), image, _uniform(g, *c.enhance))
+    if op == "brightness":
+        return image * _uniform(g, *c.enhance)
+    if op == "sharpness":
+        return _blend(_smooth(image), image, _uniform(g, *c.enhance))
+    return image
+
+
+def _warp(image: torch.Tensor, label: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor):
+    """One affine grid for the whole stack: image bilinear, labels nearest, 0 outside."""
+    d, ch, h, w = image.shape
+    theta = torch.cat([matrix, shift[:, None]], dim=1)[None].to(image.dtype)
+    grid = torch.nn.functional.affine_grid(theta, [1, 1, h, w], align_corners=False)
+    sample = torch.nn.functional.grid_sample
+    moved = sample(image.reshape(1, d * ch, h, w), grid, mode="bilinear", align_corners=False)
+    labels = sample(label[None].float(), grid, mode="nearest", align_corners=False)
+    return moved.reshape(d, ch, h, w), labels[0].round().to(label.dtype)
+
+
+def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: float) -> torch.Tensor:
+    return (degenerate + factor * (image - degenerate)).clamp(0, 1)
+
+
+def _smooth(image: torch.Tensor) -> torch.Tensor:
+    """Pillow's SMOOTH kernel (3x3 ones, 5 at the centre, / 13); border pixels kept."""
+    box_sum = 9 * torch.nn.functional.avg_pool2d(image, 3, stride=1, padding=1)
+    out = (box_sum + 4 * image) / 13
+    out[..., 0, :], out[..., -1, :] = image[..., 0, :], image[..., -1, :]
+    out[..., :, 0], out[..., :, -1] = image[..., :, 0], image[..., :, -1]
+    return out
+
+
+def _erase_zero(image: torch.Tensor, g: torch.Generator, area_range: tuple[float, float]) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    area = _uniform(g, *area_range) * h * w
+    aspect = np.exp(_uniform(g, np.log(0.3), np.log(1 / 0.3)))
+    eh, ew = min(h, max(1, round(np.sqrt(area * aspect)))), min(w, max(1, round(np.sqrt(area / aspect))))
+    top = int(torch.randint(h - eh + 1, (), generator=g))
+    left = int(torch.randint(w - ew + 1, (), generator=g))
+    image = image.clone()
+    image[..., top : top + eh, left : left + ew] = 0.0
+    return image

@@ -274,7 +274,7 @@ class Trainer:
                 self.label_map,
             )
         self._barrier()
-        augment = StackAugmenter(AugmentConfig(policy=self.augment_policy)) if cfg.augment else None
+        augment = StackAugmenter(AugmentConfig(policy=cfg.augment_policy)) if cfg.augment else None
         self.train_set = StackDataset(cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed)
 
     def _fold_split(self) -> tuple[list, list]:
@@ -295,13 +295,6 @@ class Trainer:
         except ValueError as err:  # a fold the split lacks
             raise ConfigError(f"{path}: {err}") from None
         return [cases[n] for n in train], [cases[n] for n in val]
-
-    @property
-    def augment_policy(self) -> str:
-        """``augment_policy``, else the original's box set for box prompts (dataset_bbox.py)."""
-        if self.cfg.augment_policy is not None:
-            return self.cfg.augment_policy
-        return "original-box" if self.cfg.prompt == "box" else "original"
 
     def _setup_model(self) -> None:
         """The model through :func:`load_model` (an arch other than the SAM file's is refused), with
