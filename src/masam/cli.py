@@ -80,6 +80,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             device=rank_device(c.device), batch_size=c.batch_size, precision=c.precision, stride=c.stack_stride,
             image_size=c.image_size,
         )  # fmt: skip
+        if rank == 0:  # issue 28: the models used and the post-processing, before any work
+            print("\n".join(predictor.description))
         report = predict_inputs(
             predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,
             overlays=c.overlays, boxes_file=c.boxes, boxes_from_labels_dir=c.boxes_from_labels, progress=not c.quiet,

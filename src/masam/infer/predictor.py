@@ -145,6 +145,10 @@ class Predictor:
         self.probs_fn = None
         self.postprocessing: dict[int, bool] | None = None
         self.model_name = "masam"  # for DICOM-SEG headers; from_files names the weights file
+        # issue 28: what masam.infer.run.load_predictor put together, one line each (models used,
+        # post-processing), printed before any work; and how many models are averaged
+        self.description: list[str] = []
+        self.ensemble_size = 1
 
     @classmethod
     def from_files(

@@ -278,19 +278,58 @@ def _find_label(folder: Path, name: str, volume: Volume) -> Path:
     raise MissingFileError(f"{folder}: no reference label for {name}")
 
 
+RUN_WEIGHTS = ("model_best.safetensors", "model_last.safetensors")
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and any((path / w).is_file() for w in RUN_WEIGHTS)
+
+
+def run_fold(run: Path) -> int | None:
+    """The cross-validation fold a run folder was trained on (its config.json), None if not a fold."""
+    try:
+        fold = json.loads((run / "config.json").read_text())["train"].get("fold")
+        return int(fold)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def model_paths(paths: list[str | os.PathLike]) -> list[Path]:
-    """The models named by ``-m``: weights files and run folders as given; a folder holding run
-    folders (e.g. ``fold_0`` ... ``fold_4``) stands for all of them."""
+    """The models named by ``-m``: weights files and run folders as given; a folder holding the
+    fold runs of one cross-validation (e.g. ``fold_0`` ... ``fold_4``) stands for all of them.
+    A folder holding other runs too (issue 28: ``runs/`` with ``scratch``, ``fold_0``, a box run)
+    is refused: averaging every run in it is rarely what was meant."""
     out = []
     for path in map(Path, paths):
-        weights = ("model_best.safetensors", "model_last.safetensors")
-        if path.is_dir() and not any((path / w).is_file() for w in weights):
-            runs = sorted(p for p in path.iterdir() if p.is_dir() and any((p / w).is_file() for w in weights))
+        if path.is_dir() and not _is_run(path):
+            runs = sorted(p for p in path.iterdir() if _is_run(p))
+            others = [r.name for r in runs if run_fold(r) is None]
+            if others:
+                names = ", ".join(r.name for r in runs)
+                raise InputError(
+                    f"{path}: holds runs that are not folds of one cross-validation ({names}); "
+                    f"choose with -m {runs[0]} (one model) or -m {' '.join(str(r) for r in runs[:2])} (an ensemble)"
+                )
             if runs:
                 out.extend(runs)
                 continue
         out.append(path)
     return out
+
+
+def describe_models(given: list[str | os.PathLike], paths: list[Path]) -> str:
+    """One line naming the models a prediction uses, e.g. ``models: 2 folds of runs
+    (runs/fold_0/model_best.safetensors, ...), probabilities averaged``."""
+    from .predictor import find_weights
+
+    files = ", ".join(str(find_weights(p)) for p in paths)
+    if len(paths) == 1:
+        return f"model: {files}"
+    folds = [Path(g) for g in given if Path(g).is_dir() and not _is_run(Path(g))]
+    what = f"{len(paths)} models"
+    if folds and len(given) == 1:
+        what = f"{len(paths)} folds of {folds[0]}"
+    return f"models: {what} ({files}), softmax probabilities averaged"
 
 
 def load_predictor(
@@ -327,4 +366,17 @@ def load_predictor(
             main.postprocessing = read_postprocessing(decision_file)
         except PostprocessingError as err:
             raise InputError(str(err)) from None
+    main.ensemble_size = len(predictors)
+    main.description = [describe_models(models, paths), _describe_postprocessing(main, postprocessing, decision_file)]
     return main
+
+
+def _describe_postprocessing(predictor: Predictor, asked: bool, decision_file: Path) -> str:
+    """Issue 28: whether ``postprocessing.json`` applies, said in one line."""
+    if not asked:
+        return "post-processing: off (--no-postprocessing)"
+    if predictor.postprocessing is None:
+        return f"post-processing: none ({decision_file.parent} has no {decision_file.name})"
+    kept = [str(c) for c, keep in sorted(predictor.postprocessing.items()) if keep]
+    what = f"largest component kept for class(es) {', '.join(kept)}" if kept else "every component kept"
+    return f"post-processing: {what} ({decision_file})"

@@ -1,0 +1,87 @@
+"""``masam predict`` as a whole (issue 28): the models used are named, runs of different kinds are
+not averaged, prompts that do nothing or are missing are said, the prompt file is checked first.
+
+The models are tiny and their forward pass is replaced by :func:`fake_forward` (organ where the
+image is organ-bright, the lesion inside a box), so each test knows what the output must be."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import masam
+from masam.cli import main
+from masam.data import Normalization
+from masam.infer.postprocess import write_postprocessing
+from tests.infer.test_prompt_cli import fake_model, write_image  # noqa: F401 - fixture
+
+__all__ = ["fake_model"]
+
+
+def write_run(folder: Path, *, fold: int | None = None, prompt: str = "none", image_size: int = 32, **meta) -> Path:
+    """A run folder with a tiny model (``model_best.safetensors``) and its ``config.json``."""
+    model = masam.load_model(arch="vit_tiny", num_classes=2, image_size=image_size, rank=4)
+    model.metadata = {"normalization": Normalization("CT").to_dict(), "prompt": prompt, **meta}
+    folder.mkdir(parents=True)
+    masam.save_weights(model, folder / "model_best.safetensors")
+    fold_value = None if fold is None else str(fold)
+    (folder / "config.json").write_text(json.dumps({"train": {"fold": fold_value, "prompt": prompt}}))
+    return folder
+
+
+def predict(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["predict", "--quiet", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_folder_of_folds_is_named_with_its_models_and_post_processing(fake_model, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for fold in (0, 1):
+        write_run(runs / f"fold_{fold}", fold=fold)
+        write_postprocessing(runs / f"fold_{fold}" / "postprocessing.json", {1: True, 2: False})
+    write_image(tmp_path / "in", "case")
+    code, out, _ = predict(capsys, "-m", str(runs), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"))
+    assert code == 0 and (tmp_path / "out" / "case.nii.gz").is_file()
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"models: 2 folds of {runs} ({runs}/fold_0/model_best.safetensors, {runs}/fold_1/model_best.safetensors), "
+        "softmax probabilities averaged"
+    )
+    assert lines[1] == f"post-processing: largest component kept for class(es) 1 ({runs}/fold_0/postprocessing.json)"
+    args = ("-i", str(tmp_path / "in"), "-o", str(tmp_path / "o2"), "--no-postprocessing")
+    code, out, _ = predict(capsys, "-m", str(runs / "fold_1"), *args)
+    assert out.splitlines()[:2] == [f"model: {runs}/fold_1/model_best.safetensors",
+                                    "post-processing: off (--no-postprocessing)"]  # fmt: skip
+
+
+def test_a_folder_of_runs_of_several_kinds_is_refused_with_how_to_choose(fake_model, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    write_run(runs / "scratch")
+    write_run(runs / "fold_0", fold=0)
+    write_run(runs / "box", prompt="box", box_label=None, prompt_dropout=0.0)
+    write_image(tmp_path / "in", "case")
+    code, out, err = predict(capsys, "-m", str(runs), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"))
+    assert code == 1 and not (tmp_path / "out").exists()
+    assert err == (
+        f"masam predict: error: {runs}: holds runs that are not folds of one cross-validation (box, fold_0, "
+        f"scratch); choose with -m {runs}/box (one model) or -m {runs}/box {runs}/fold_0 (an ensemble)\n"
+    )
+    assert main(["postprocess", "-m", str(runs)]) == 1  # the same rule, the same line
+    assert "not folds of one cross-validation" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("other", "what"),
+    [({"prompt": "box", "box_label": None, "prompt_dropout": 0.0}, "prompt"), ({"image_size": 64}, "input")],
+)
+def test_an_ensemble_of_different_kinds_is_refused(fake_model, tmp_path, capsys, other, what):
+    a = write_run(tmp_path / "a")
+    b = write_run(tmp_path / "b", **other)
+    write_image(tmp_path / "in", "case")
+    code, _, err = predict(capsys, "-m", str(a), str(b), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"))
+    assert code == 1 and err.startswith(f"masam predict: error: {b}: {what} ")
+    assert err.rstrip().endswith(f"an ensemble needs models with the same {what}: give one model (-m {a}) or only "
+                                 "runs of one kind")  # fmt: skip
