@@ -14,6 +14,7 @@ import pytest
 import masam
 from masam.cli import main
 from masam.data import Normalization
+from masam.infer import Predictor
 from masam.infer.postprocess import write_postprocessing
 from tests.infer.test_prompt_cli import fake_model, write_image  # noqa: F401 - fixture
 
@@ -85,3 +86,43 @@ def test_an_ensemble_of_different_kinds_is_refused(fake_model, tmp_path, capsys,
     assert code == 1 and err.startswith(f"masam predict: error: {b}: {what} ")
     assert err.rstrip().endswith(f"an ensemble needs models with the same {what}: give one model (-m {a}) or only "
                                  "runs of one kind")  # fmt: skip
+
+
+def test_a_box_to_a_model_trained_without_prompts_is_one_warning_line(fake_model, tmp_path, capsys):
+    run = write_run(tmp_path / "plain")
+    write_image(tmp_path / "in", "case")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"case": {"9": [11, 9, 19, 16]}}))
+    code, _, err = predict(capsys, "-m", str(run), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
+                           "--boxes", str(boxes))  # fmt: skip
+    assert code == 0
+    assert err.splitlines() == [
+        "masam predict: warning: case: a box prompt to a model trained without prompts: the box changes the result "
+        "unpredictably and does not confine it; predict without --boxes"
+    ]
+
+
+def test_a_box_only_model_without_boxes_is_refused_and_warned_in_python(fake_model, tmp_path, capsys):
+    run = write_run(tmp_path / "box", prompt="box", box_label=2, prompt_dropout=0.0)
+    path, _ = write_image(tmp_path / "in", "case")
+    code, _, err = predict(capsys, "-m", str(run), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"))
+    assert code == 1 and not (tmp_path / "o").exists()
+    assert err == (
+        "masam predict: error: model box/model_best: trained with box prompts only (no --prompt-dropout), it segments "
+        "almost nothing without a box; give --boxes FILE or --boxes-from-labels FOLDER\n"
+    )
+    result = Predictor.from_files(run).predict(path)
+    assert result.warnings[0].startswith("no box for a model trained with box prompts only")
+    dropout = write_run(tmp_path / "dropout", prompt="box", box_label=2, prompt_dropout=0.5)
+    assert Predictor.from_files(dropout).predict(path).warnings == []
+
+
+def test_a_misspelt_case_in_the_prompt_file_is_an_error_before_any_work(fake_model, tmp_path, capsys):
+    run = write_run(tmp_path / "box", prompt="box", box_label=2, prompt_dropout=0.5)
+    write_image(tmp_path / "in", "case_001")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"case_01": {"9": [11, 9, 19, 16]}}))
+    code, _, err = predict(capsys, "-m", str(run), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
+                           "--boxes", str(boxes))  # fmt: skip
+    assert code == 1 and not (tmp_path / "o").exists()
+    assert err == f"masam predict: error: {boxes}: case 'case_01' is not among the inputs (did you mean 'case_001'?)\n"

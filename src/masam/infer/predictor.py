@@ -291,9 +291,27 @@ class Predictor:
         A model trained with ``--box-label`` gets its class refined inside the prompt and, with
         prompt dropout, its automatic result elsewhere (:func:`masam.infer.prompted.predict_prompted`).
         ``where`` names the prompt's source in errors. A model whose input spec has the original
-        MA-SAM's convention goes through :meth:`predict_original_convention`."""
+        MA-SAM's convention goes through :meth:`predict_original_convention`.
+
+        A prompt the model cannot use, or a missing one it needs, is said in the result's warnings
+        (issue 28): a box to a model trained without prompts, no box to a box-only model."""
         volume = _as_volume(image, spacing, origin, direction)
         self._check_channels(volume)
+        result = self._predict(volume, boxes, return_probabilities, progress, where)
+        result.warnings[:0] = self._prompt_warnings(boxes is not None)
+        return result
+
+    def _prompt_warnings(self, boxed: bool) -> list[str]:
+        prompt = self.model.metadata.get("prompt")  # None: not known (an original MA-SAM file)
+        if boxed and prompt == "none":
+            return ["a box prompt to a model trained without prompts: the box changes the result unpredictably "
+                    "and does not confine it; predict without --boxes"]  # fmt: skip
+        if not boxed and not self.segments_unprompted:
+            return ["no box for a model trained with box prompts only (no prompt dropout): it finds almost "
+                    "nothing without one"]  # fmt: skip
+        return []
+
+    def _predict(self, volume: Volume, boxes, return_probabilities: bool, progress: bool, where: str) -> Prediction:
         if self.input_spec.convention == "original":
             return self.predict_original_convention(volume, boxes is not None, return_probabilities)
         if boxes is None:

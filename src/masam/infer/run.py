@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,16 +165,28 @@ def _case_boxes(name: str, volume: Volume, prompts: dict[str, Prompt], labels_di
     return prompts.get(name)
 
 
-def _read_prompts(boxes_file, names: list[str]) -> dict[str, Prompt]:
-    """Prompts per case of ``boxes_file`` (JSON or CSV, :func:`read_boxes_file`); cases that are
-    not among the inputs get a warning, not an error (one file may serve several folders)."""
+def check_prompt_cases(boxes_file, names: list[str]) -> None:
+    """Issue 28: every case of the prompt file must be among the inputs (all of them, not only this
+    part's); a misspelt name is an error naming the file and the case, before any work."""
     if boxes_file is None:
-        return {}
-    prompts = read_boxes_file(boxes_file)
-    unknown = sorted(set(prompts) - set(names))
+        return
+    unknown = sorted(set(read_boxes_file(boxes_file)) - set(names))
     if unknown:
-        warnings.warn(f"{boxes_file}: boxes for cases not among the inputs: {', '.join(unknown)}", stacklevel=2)
-    return prompts
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; the inputs are {', '.join(sorted(names)[:5])}"
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise InputError(f"{boxes_file}: case {unknown[0]!r}{more} is not among the inputs{hint}")
+
+
+def check_prompts_given(predictor: Predictor, boxes_file, labels_dir) -> None:
+    """Issue 28: a box-only model (trained with box prompts and no prompt dropout) finds almost
+    nothing without a box, so running it without a prompt source is refused."""
+    if predictor.segments_unprompted or boxes_file is not None or labels_dir is not None:
+        return
+    raise InputError(
+        f"model {predictor.model_name}: trained with box prompts only (no --prompt-dropout), it segments almost "
+        "nothing without a box; give --boxes FILE or --boxes-from-labels FOLDER"
+    )
 
 
 def predict_inputs(
@@ -188,9 +200,13 @@ def predict_inputs(
 ) -> PredictReport:
     """Predict every case found in ``inputs`` (:func:`find_inputs`); ``options`` as :func:`predict_cases`.
 
-    Only part ``part_id`` of ``num_parts`` of the cases is predicted, and under torchrun only this
-    rank's share of it (see :mod:`masam.infer.shard`)."""
-    cases = select_part(select_part(find_inputs(inputs, series_uid), num_parts, part_id), *distributed_part())
+    The prompt options are checked against the model and the inputs first. Only part ``part_id`` of
+    ``num_parts`` of the cases is predicted, and under torchrun only this rank's share of it (see
+    :mod:`masam.infer.shard`)."""
+    cases = find_inputs(inputs, series_uid)
+    check_prompts_given(predictor, options.get("boxes_file"), options.get("boxes_from_labels_dir"))
+    check_prompt_cases(options.get("boxes_file"), [name for name, _ in cases])
+    cases = select_part(select_part(cases, num_parts, part_id), *distributed_part())
     return predict_cases(predictor, cases, output_dir, **options)
 
 
@@ -209,7 +225,7 @@ def predict_cases(
     """Predict ``(name, path)`` cases; a bad case is reported and skipped, the others still finish."""
     outputs = _Outputs(Path(output_dir), output_format, save_probabilities, overlays)
     marker = _claim_folder(outputs.folder, predictor)
-    prompts = _read_prompts(boxes_file, [name for name, _ in cases])
+    prompts = read_boxes_file(boxes_file) if boxes_file is not None else {}
     report = PredictReport()
     iterator = cases
     if progress:
