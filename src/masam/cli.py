@@ -94,12 +94,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _print_predict_totals(reports: list, world: int, output: str) -> None:
-    """Rank 0's summary of every rank's report (the torchrun test parses these lines)."""
-    print(f"wrote {sum(len(r.written) for r in reports)} prediction(s) to {output}")
+    """Rank 0's summary of every rank's report (the torchrun test parses these lines): each
+    skipped DICOM series with its reason, then one line of what was written and skipped."""
+    skipped = {name: reason for r in reports for name, reason in r.skipped.items()}
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
+    written = [p for r in reports for p in r.written]
+    line = f"wrote {len(written)} prediction(s) to {output}"
+    if skipped:
+        line += f" ({_names([p.name for p in written])}); skipped {len(skipped)} series ({_names(list(skipped))})"
+    print(line)
     for i, r in enumerate(reports if world > 1 else []):
         print(f"rank {i}: {', '.join(p.name for p in r.written) or 'nothing'}")
     for name, reason in (item for r in reports for item in r.failed.items()):
         print(f"masam predict: failed: {name}: {reason}", file=sys.stderr)
+
+
+def _names(names: list[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "") or "none"
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:

@@ -40,6 +40,7 @@ from .shard import distributed_part, select_part
 class PredictReport:
     written: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # issue 28: DICOM series that are no volume
 
 
 def find_inputs(path: str | os.PathLike, series_uid: str | None = None) -> list[tuple[str, Path | SeriesInfo]]:
@@ -233,6 +234,9 @@ def predict_cases(
 
         iterator = tqdm(cases, desc="cases", unit="case")
     for name, path in iterator:
+        if isinstance(path, SeriesInfo) and path.skip_reason is not None:
+            report.skipped[name] = path.skip_reason
+            continue
         try:
             volume = read_input(path, predictor.input_spec.channels if predictor.channels > 1 else ())
             boxes = _case_boxes(name, volume, prompts, boxes_from_labels_dir, predictor.box_label)
