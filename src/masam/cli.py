@@ -237,11 +237,19 @@ def _sites(pairs: tuple[str, ...] | None) -> dict[str, str] | None:
     return dict(p.split("=", 1) for p in pairs)
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .train import Interrupted
 
     c = _settings(DemoConfig, args)
-    run_demo(c.output, iterations=c.iterations, train_cases=c.cases, seed=c.seed, device=c.device)
+    try:
+        run_demo(c.output, iterations=c.iterations, train_cases=c.cases, seed=c.seed, device=c.device)
+    except (Interrupted, KeyboardInterrupt) as stop:  # issue 28: one line, as masam train
+        signum = getattr(stop, "signum", 2)
+        kept = "are unchanged" if Path(c.output).exists() else "were not written"
+        print(f"masam demo: stopped by signal {signum}; the demo results in {c.output} {kept}", file=sys.stderr)
+        return 128 + signum
+    return 0
 
 
 # name -> (help, settings dataclasses whose fields become options, handler)
