@@ -21,6 +21,7 @@ from .eval.config import EvaluateConfig, ReportConfig
 from .infer.config import EnsembleConfig, PostprocessConfig, PredictConfig
 from .model.config import ConvertConfig, ParamsConfig
 from .options import add_settings, given_settings, settings_from
+from .threads import ThreadConfig, apply_threads, busy_warning, default_workers, resolve_threads
 from .train.config import TrainConfig, TrainSession, resolve_train_config, resume_train_config
 from .train.feedback import end_summary
 
@@ -252,6 +253,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+T = ThreadConfig  # issue 28: every command that computes takes --threads
+
 # name -> (help, settings dataclasses whose fields become options, handler)
 COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], int | None]]] = {
     "convert": (
@@ -262,25 +265,27 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
         (PrepareConfig,), _cmd_prepare,
     ),
     "preprocess": (
-        "read, normalise and resize a dataset once into a cache folder", (PreprocessConfig,), _cmd_preprocess
+        "read, normalise and resize a dataset once into a cache folder", (PreprocessConfig, T), _cmd_preprocess
     ),
-    "predict": ("predict label maps for images, folders of images or video sequences", (PredictConfig,), _cmd_predict),
+    "predict": (
+        "predict label maps for images, folders of images or video sequences", (PredictConfig, T), _cmd_predict
+    ),
     "evaluate": (
-        "Dice, HD95 and surface Dice of predictions against reference labels", (EvaluateConfig,), _cmd_evaluate
+        "Dice, HD95 and surface Dice of predictions against reference labels", (EvaluateConfig, T), _cmd_evaluate
     ),
     "ensemble": (
-        "average saved probabilities of several models (nnUNetv2_ensemble)", (EnsembleConfig,), _cmd_ensemble
+        "average saved probabilities of several models (nnUNetv2_ensemble)", (EnsembleConfig, T), _cmd_ensemble
     ),
     "postprocess": (
-        "decide connected-component post-processing on the folds' validation predictions", (PostprocessConfig,),
+        "decide connected-component post-processing on the folds' validation predictions", (PostprocessConfig, T),
         _cmd_postprocess,
     ),
-    "report": ("one self-contained HTML page: metrics, box plots, curves, overlays", (ReportConfig,), _cmd_report),
+    "report": ("one self-contained HTML page: metrics, box plots, curves, overlays", (ReportConfig, T), _cmd_report),
     "check": (
-        "read every case of a dataset and report all problems (exit code 1: not usable)", (CheckConfig,), _cmd_check
+        "read every case of a dataset and report all problems (exit code 1: not usable)", (CheckConfig, T), _cmd_check
     ),
-    "train": ("fine-tune MA-SAM on a dataset in the nnU-Net layout", (TrainConfig, TrainSession), _cmd_train),
-    "demo": ("generate a phantom dataset, train vit_tiny on the CPU, predict and evaluate", (DemoConfig,), _cmd_demo),
+    "train": ("fine-tune MA-SAM on a dataset in the nnU-Net layout", (TrainConfig, TrainSession, T), _cmd_train),
+    "demo": ("generate a phantom dataset, train vit_tiny on the CPU, predict and evaluate", (DemoConfig, T), _cmd_demo),
     "params": ("print total and trainable parameters per part of a model", (ParamsConfig,), _cmd_params),
 }
 
@@ -297,10 +302,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    """Issue 28: the threads of a command that computes (``--threads``, ``MASAM_THREADS``, else the
+    cores less the loader workers), and a warning when other processes already keep the cores busy."""
+    if ThreadConfig not in COMMANDS[args.command][1]:
+        return
+    workers = 0
+    if args.command in ("train", "demo"):  # the demo trains with one loader worker
+        given = getattr(args, "workers", None)
+        workers = 1 if args.command == "demo" else (default_workers() if given is None else given)
+    threads = resolve_threads(getattr(args, "threads", None), workers)
+    apply_threads(threads)
+    warning = busy_warning(threads + workers)
+    if warning:
+        print(f"masam {args.command}: warning: {warning}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with allocator_policy("reuse"):
         try:
+            _set_threads(args)
             code = args.func(args)
         except MasamError as err:
             if args.debug:

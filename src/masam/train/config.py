@@ -114,7 +114,10 @@ class TrainConfig:
     # runtime
     output: str = setting("", "run folder for models, state, logs and the cache", "runtime", short="-o", required=True)
     seed: int = setting(1234, "random seed", "runtime")
-    workers: int = setting(2, "data-loader workers per process", "runtime")
+    workers: int | None = setting(
+        None, "data-loader workers per process", "runtime", default_text="2, at most the cores this process may use "
+        "less one (issue 28: no oversubscribed shared CPU)",
+    )  # fmt: skip
     device: str = setting("cpu", "cpu or cuda", "runtime")
     host_allocator: str = setting(
         "auto",
