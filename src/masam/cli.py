@@ -117,10 +117,11 @@ def _names(names: list[str], most: int = 5) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .eval import evaluate_folders, format_table, write_results
+    from .infer.run import stored_class_names
 
     c = _settings(EvaluateConfig, args)
     label_map = label_map_from_text(c.merge_labels)
-    names = _class_names(c.dataset_json) if c.dataset_json else None
+    names = _class_names(c.dataset_json) if c.dataset_json else stored_class_names(c.pred)
     if names and label_map:  # classes merged away are not evaluated
         names = {v: n for v, n in names.items() if v not in label_map}
     classes = sorted(names) if names else None
@@ -192,9 +193,10 @@ def _cmd_postprocess(args: argparse.Namespace) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from .eval.report import report_folders
+    from .infer.run import stored_class_names
 
     c = _settings(ReportConfig, args)
-    names = _class_names(c.dataset_json) if c.dataset_json else None
+    names = _class_names(c.dataset_json) if c.dataset_json else stored_class_names(c.pred, c.run)
     page, _ = report_folders(c.images, c.pred, c.ref, c.output, c.run, names, c.nsd_tolerance)
     print(f"wrote {page}")
 

@@ -10,20 +10,25 @@ import json
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 
 import masam
 from masam.cli import main
 from masam.data import Normalization
 from masam.infer import Predictor
 from masam.infer.postprocess import write_postprocessing
+from masam.infer.run import MARKER, stored_class_names
 from tests.infer.test_prompt_cli import fake_model, write_image  # noqa: F401 - fixture
 
 __all__ = ["fake_model"]
 
 
-def write_run(folder: Path, *, fold: int | None = None, prompt: str = "none", image_size: int = 32, **meta) -> Path:
+def write_run(
+    folder: Path, *, fold: int | None = None, prompt: str = "none", image_size: int = 32, labels=None, **meta
+) -> Path:
     """A run folder with a tiny model (``model_best.safetensors``) and its ``config.json``."""
-    model = masam.load_model(arch="vit_tiny", num_classes=2, image_size=image_size, rank=4)
+    options = {"label_names": labels} if labels else None
+    model = masam.load_model(arch="vit_tiny", num_classes=2, image_size=image_size, rank=4, model_options=options)
     model.metadata = {"normalization": Normalization("CT").to_dict(), "prompt": prompt, **meta}
     folder.mkdir(parents=True)
     masam.save_weights(model, folder / "model_best.safetensors")
@@ -126,3 +131,27 @@ def test_a_misspelt_case_in_the_prompt_file_is_an_error_before_any_work(fake_mod
                            "--boxes", str(boxes))  # fmt: skip
     assert code == 1 and not (tmp_path / "o").exists()
     assert err == f"masam predict: error: {boxes}: case 'case_01' is not among the inputs (did you mean 'case_001'?)\n"
+
+
+def test_evaluate_and_report_name_the_classes_the_model_stores(fake_model, tmp_path, capsys):
+    run = write_run(tmp_path / "run", labels={"background": 0, "organ": 1, "tumour": 2})
+    path, truth = write_image(tmp_path / "in", "case_0000")
+    (tmp_path / "ref").mkdir()
+    reference = sitk.ReadImage(str(path))
+    label = sitk.GetImageFromArray(truth)
+    label.CopyInformation(reference)
+    sitk.WriteImage(label, str(tmp_path / "ref" / "case.nii.gz"))
+    code, _, _ = predict(capsys, "-m", str(run), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "pred"))
+    assert code == 0 and stored_class_names(tmp_path / "pred") == {1: "organ", 2: "tumour"}
+    metrics = tmp_path / "metrics.json"
+    assert main(["evaluate", "-p", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "-o", str(metrics)]) == 0
+    assert set(json.loads(metrics.read_text())["mean_per_class"]) == {"organ", "tumour"}
+    assert "tumour" in capsys.readouterr().out
+    (tmp_path / "pred" / MARKER).unlink()  # the run's model names them too
+    assert stored_class_names(tmp_path / "pred", run) == {1: "organ", 2: "tumour"}
+    assert stored_class_names(tmp_path / "pred") is None
+    page = tmp_path / "report.html"
+    args = ["-i", str(tmp_path / "in"), "-p", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "-o", str(page)]
+    assert main(["report", *args, "--run", str(run)]) == 0
+    html = page.read_text()
+    assert "organ (prediction, 1)" in html and "tumour (prediction, 2)" in html and "1 (prediction" not in html

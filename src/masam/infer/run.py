@@ -265,7 +265,30 @@ def model_identity(predictor: Predictor) -> dict:
         digest.update(name.encode())
         digest.update(np.float64(tensor.double().sum().item()).tobytes())
     config = predictor.model.config
-    return {"arch": config.arch, "num_classes": config.num_classes, "digest": digest.hexdigest()[:16]}
+    labels = {str(k): int(v) for k, v in (config.label_names or {}).items()}  # issue 28: names beside predictions
+    return {"arch": config.arch, "num_classes": config.num_classes, "digest": digest.hexdigest()[:16], "labels": labels}
+
+
+def stored_class_names(predictions=None, run=None) -> dict[int, str] | None:
+    """Issue 28: ``{value: name}`` of the foreground classes as the model stores them: the model of
+    ``run`` (a run folder or weights file), else the marker ``masam predict`` leaves beside its
+    ``predictions``; None when neither names them."""
+    from ..model.masam_format import read_header
+    from .predictor import find_weights
+
+    labels = None
+    if run is not None:
+        try:
+            labels = read_header(find_weights(run))["config"].get("label_names")
+        except (MasamError, OSError):  # a run without a masam model (e.g. only curves): other sources
+            labels = None
+    if not labels and predictions is not None and (Path(predictions) / MARKER).is_file():
+        try:
+            labels = json.loads((Path(predictions) / MARKER).read_text()).get("labels")
+        except (OSError, ValueError, AttributeError):
+            labels = None
+    names = {int(v): str(k) for k, v in (labels or {}).items() if int(v) > 0}
+    return names or None
 
 
 def _claim_folder(folder: Path, predictor: Predictor) -> dict:
