@@ -12,6 +12,7 @@ import masam.demo
 from masam.cli import main
 from masam.demo import phantom_case
 from masam.train import Interrupted, Trainer
+from tests.conftest import ROOT
 
 
 def test_phantom_has_organs_of_different_sizes_and_intensities():
@@ -80,3 +81,34 @@ def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path), "--iterations", "2", "--cases", "2"]) == 1
     assert "exists but holds no masam demo" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def readme_python_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\n", text.index("## Use from Python")) + len("```python\n")
+    return text[start : text.index("```\n", start)]
+
+
+def test_the_readme_python_snippet_runs_from_a_demo_run_folder(tmp_path, monkeypatch, capsys):
+    """Issue 28: the README's Python snippet, as written, against a tiny run in the demo's layout."""
+    import masam
+    from masam.data import Normalization, read_volume
+    from masam.data.normalize import spec_for
+
+    model = masam.load_model(arch="vit_tiny", num_classes=3, image_size=32, rank=4)
+    model.input_spec = spec_for(Normalization("CT"), ("CT",), 5, 32)
+    (tmp_path / "demo_output" / "run").mkdir(parents=True)
+    masam.save_weights(model, tmp_path / "demo_output" / "run" / "model_best.safetensors")
+    image = tmp_path / "demo_output" / "dataset" / "imagesTs" / "phantom_016_0000.nii.gz"
+    image.parent.mkdir(parents=True)
+    array, _ = phantom_case(16, shape=(8, 40, 48))
+    itk = sitk.GetImageFromArray(array)
+    itk.SetSpacing((1.2, 1.2, 3.0))
+    sitk.WriteImage(itk, str(image))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_python_snippet(), "README.md", "exec"), {})  # noqa: S102 - the README's own code
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Prediction(phantom_016_0000.nii.gz: labels [8, 40, 48] uint8")
+    assert out[1] == "torch.Size([1, 5, 4, 32, 32])"
+    written = read_volume(tmp_path / "phantom_016.nii.gz")
+    assert written.array.shape == (8, 40, 48) and np.allclose(written.spacing, (1.2, 1.2, 3.0))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.channels import read_channels
+from ..data.channels import channel_files, describe_channels, read_channels
 from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX
 from ..data.intensity import intensity_warning
 from ..data.io import Volume, read_volume, slice_axis
@@ -180,10 +180,9 @@ class Predictor:
     def _check_channels(self, volume: Volume) -> None:
         given = 1 + len(volume.channels)
         if not volume.is_video and given != self.channels:
-            names = list(self.input_spec.channels)
             raise InputError(
-                f"{volume.path}: the model takes {self.channels} channel(s) {names}, the input has {given}; "
-                "give one CASE_000N file per channel"
+                f"{volume.path}: the model takes {describe_channels(self.input_spec.channels[: self.channels])}, "
+                f"the input has {given}; give one CASE_000N file per channel"
             )
 
     def _autocast(self):
@@ -295,6 +294,8 @@ class Predictor:
 
         A prompt the model cannot use, or a missing one it needs, is said in the result's warnings
         (issue 28): a box to a model trained without prompts, no box to a box-only model."""
+        if isinstance(image, (str, os.PathLike)):  # issue 28: CASE_0001 ... found beside CASE_0000, as the CLI does
+            image = channel_files(image, self.input_spec.channels[: self.channels])
         volume = _as_volume(image, spacing, origin, direction)
         self._check_channels(volume)
         result = self._predict(volume, boxes, return_probabilities, progress, where)

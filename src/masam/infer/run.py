@@ -238,7 +238,7 @@ def predict_cases(
             report.skipped[name] = path.skip_reason
             continue
         try:
-            volume = read_input(path, predictor.input_spec.channels if predictor.channels > 1 else ())
+            volume = read_input(path, predictor.input_spec.channels[: predictor.channels])
             boxes = _case_boxes(name, volume, prompts, boxes_from_labels_dir, predictor.box_label)
             result = predictor.predict(
                 volume, boxes=boxes, return_probabilities=save_probabilities, progress=progress,
