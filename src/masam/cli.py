@@ -292,16 +292,37 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+TRAIN_EPILOG = "defaults shown: without a preset; masam train --preset NAME --help shows a preset's"
+
+
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``preset``: the ``--preset`` of ``masam train``, whose values its help shows as
+    the defaults (issue 28)."""
+    from .train import PRESETS
+
     parser = argparse.ArgumentParser(prog="masam", description="MA-SAM for 3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"masam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, classes, handler) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_settings(p, *classes)
+        shown = (preset, PRESETS[preset]) if name == "train" and preset in PRESETS else None
+        epilog = None
+        if name == "train":
+            epilog = f"defaults shown: those of --preset {preset}" if shown else TRAIN_EPILOG
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog)
+        add_settings(p, *classes, preset=shown)
         p.set_defaults(func=handler)
     return parser
+
+
+def _preset_in(argv: list[str]) -> str | None:
+    """The value of ``--preset`` among the arguments, before they are parsed (for the help)."""
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -321,7 +342,8 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_preset_in(argv)).parse_args(argv)
     with allocator_policy("reuse"):
         try:
             _set_threads(args)
