@@ -289,7 +289,8 @@ class Trainer:
                 try:
                     write_splits(path, make_folds(cases, self.cfg.num_folds))
                 except ValueError as err:
-                    raise ConfigError(f"{self.cfg.dataset}: {err}") from None
+                    fewer = f"; choose fewer folds, e.g. --num-folds {len(cases)}" if len(cases) >= 2 else ""
+                    raise ConfigError(f"{self.cfg.dataset}: {err}{fewer}") from None
             self._barrier()
         try:
             train, val = fold_cases(read_splits(path), self.cfg.fold, known=cases)
