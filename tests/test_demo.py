@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -112,3 +113,13 @@ def test_the_readme_python_snippet_runs_from_a_demo_run_folder(tmp_path, monkeyp
     assert out[1] == "torch.Size([1, 5, 4, 32, 32])"
     written = read_volume(tmp_path / "phantom_016.nii.gz")
     assert written.array.shape == (8, 40, 48) and np.allclose(written.spacing, (1.2, 1.2, 3.0))
+
+
+def test_the_readme_demo_section_states_no_dice_that_could_drift():
+    """Issue 28: the README's demo figures disagreed with what the demo printed. The section says
+    where the figures are (the last line, metrics.json) and states none of its own."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Demo") : text.index("## Install and test")]
+    assert "`mean Dice: 0.xxxx`" in section and "metrics.json" in section
+    assert not re.search(r"Dice\W+(is\W+)?\**0\.\d", section.replace("0.xxxx", "")), "a Dice figure in the README"
+    assert "reaches 0." not in text[: text.index("## Demo")]
