@@ -155,3 +155,18 @@ def test_evaluate_and_report_name_the_classes_the_model_stores(fake_model, tmp_p
     assert main(["report", *args, "--run", str(run)]) == 0
     html = page.read_text()
     assert "organ (prediction, 1)" in html and "tumour (prediction, 2)" in html and "1 (prediction" not in html
+
+
+def test_box_prompts_with_an_ensemble_or_mirroring_are_refused(fake_model, tmp_path, capsys):
+    a = write_run(tmp_path / "a", prompt="box", box_label=2, prompt_dropout=0.5)
+    b = write_run(tmp_path / "b", prompt="box", box_label=2, prompt_dropout=0.5)
+    write_image(tmp_path / "in", "case")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"case": {"9": [11, 9, 19, 16]}}))
+    args = ("-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--boxes", str(boxes))
+    code, _, err = predict(capsys, "-m", str(a), str(b), *args)
+    assert code == 1 and err == ("masam predict: error: box prompts reach one model without mirroring, not an "
+                                 "ensemble of 2 models; give one model without --tta\n")  # fmt: skip
+    code, _, err = predict(capsys, "-m", str(a), "--tta", *args)
+    assert code == 1 and "not --tta" in err and not (tmp_path / "o").exists()
+    assert predict(capsys, "-m", str(a), *args)[0] == 0

@@ -181,8 +181,13 @@ def check_prompt_cases(boxes_file, names: list[str]) -> None:
 
 def check_prompts_given(predictor: Predictor, boxes_file, labels_dir) -> None:
     """Issue 28: a box-only model (trained with box prompts and no prompt dropout) finds almost
-    nothing without a box, so running it without a prompt source is refused."""
-    if predictor.segments_unprompted or boxes_file is not None or labels_dir is not None:
+    nothing without a box, so running it without a prompt source is refused; and prompts reach one
+    model unmirrored, so they are refused with an ensemble or --tta rather than used by one model."""
+    prompted = boxes_file is not None or labels_dir is not None
+    if prompted and predictor.probs_fn is not None:
+        what = f"an ensemble of {predictor.ensemble_size} models" if predictor.ensemble_size > 1 else "--tta"
+        raise InputError(f"box prompts reach one model without mirroring, not {what}; give one model without --tta")
+    if predictor.segments_unprompted or prompted:
         return
     raise InputError(
         f"model {predictor.model_name}: trained with box prompts only (no --prompt-dropout), it segments almost "
