@@ -37,6 +37,7 @@ def test_the_default_fits_threads_and_workers_within_the_cores(two_cores):
     assert resolve_threads(None, workers=default_workers(), environ={}) == 1  # 1 worker + 1 thread on 2 cores
     assert resolve_threads(None, workers=0, environ={}) == 2
     assert resolve_threads(None, workers=5, environ={}) == 1
+    assert resolve_threads(None, workers=0, environ={"LOCAL_WORLD_SIZE": "2"}) == 1  # torchrun: a core per rank
 
 
 def test_threads_come_from_the_option_then_the_environment(two_cores):
