@@ -43,6 +43,9 @@ def test_the_default_fits_threads_and_workers_within_the_cores(two_cores):
 def test_threads_come_from_the_option_then_the_environment(two_cores):
     assert resolve_threads(3, environ={"MASAM_THREADS": "1"}) == 3
     assert resolve_threads(None, environ={"MASAM_THREADS": "4"}) == 4
+    assert resolve_threads(None, environ={"MASAM_THREADS": "4", "OMP_NUM_THREADS": "1"}) == 4
+    assert resolve_threads(None, workers=1, environ={"OMP_NUM_THREADS": "1"}) == 1  # as torch would read it
+    assert resolve_threads(None, workers=0, environ={"OMP_NUM_THREADS": "3"}) == 3
     with pytest.raises(ConfigError, match=r"^MASAM_THREADS=two: not a whole number of threads$"):
         resolve_threads(None, environ={"MASAM_THREADS": "two"})
     with pytest.raises(ConfigError, match=r"^--threads: at least 1 thread, got 0$"):

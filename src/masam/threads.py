@@ -48,8 +48,9 @@ def loader_workers(given: int | None) -> int:
 
 
 def resolve_threads(given: int | None, workers: int = 0, environ: dict | None = None) -> int:
-    """``--threads`` if given, else ``MASAM_THREADS``, else this process's share of the cores (under
-    torchrun, the cores divided among the processes of this machine) less ``workers``, at least 1."""
+    """``--threads`` if given, else ``MASAM_THREADS``, else ``OMP_NUM_THREADS`` (as torch itself
+    would), else this process's share of the cores (under torchrun, the cores divided among the
+    processes of this machine) less ``workers``, at least 1."""
     environ = os.environ if environ is None else environ
     where = "--threads"
     if given is None and environ.get(ENV, "").strip():
@@ -58,6 +59,8 @@ def resolve_threads(given: int | None, workers: int = 0, environ: dict | None = 
             given = int(environ[ENV])
         except ValueError:
             raise ConfigError(f"{where}: not a whole number of threads") from None
+    if given is None and environ.get("OMP_NUM_THREADS", "").strip().isdigit():  # the user's (or torchrun's) choice
+        given = int(environ["OMP_NUM_THREADS"])
     if given is None:
         local = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1") or 1))  # set by torchrun
         return max(1, available_cores() // local - workers)
