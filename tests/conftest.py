@@ -107,3 +107,15 @@ def interop_checkpoints(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(autouse=True)
 def _two_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch):
+    """Commands warn when the load average shows busy cores (issue 28); tests that count output
+    lines must not depend on what else runs on the machine. ``masam`` also sets OMP_NUM_THREADS
+    for its child processes: undone after each test."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    if "OMP_NUM_THREADS" in os.environ:
+        monkeypatch.setenv("OMP_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+    else:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -50,6 +50,38 @@ def test_train_help_shows_the_real_defaults(capsys):
     assert "(default: the SAM checkpoint's)" in text  # --arch: what None means
 
 
+@pytest.mark.parametrize("preset", ["scratch", "paper", "btcv"])
+def test_train_help_with_a_preset_shows_the_presets_values(capsys, preset):
+    """Issue 28: ``masam train --preset NAME --help`` shows the values that run would use."""
+    text = _help(capsys, "train", "--preset", preset)
+    body = text[text.index("options:") :]
+    values = PRESETS[preset]
+    for name in ("lr", "batch_size", "image_size", "warmup", "power"):
+        flag = "--" + name.replace("_", "-")
+        section = body[body.index(flag + " ") :][:400]
+        if name in values:
+            assert f"(default: {values[name]}, preset {preset})" in section, (flag, section[:200])
+        else:
+            default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+            assert f"(default: {default})" in section, (flag, section[:200])
+    assert text.endswith(f"defaults shown: those of --preset {preset}")
+    assert _help(capsys, "train").endswith("masam train --preset NAME --help shows a preset's")
+
+
+def test_flags_read_right_and_name_their_value(capsys):
+    """Issue 28: a flag's default says whether the flag is in effect; a renamed option's metavar
+    is its own name."""
+    text = _help(capsys, "train")
+    assert "--exclude-background leave the background out of the Dice loss (the original keeps it in) " \
+        "(default: off)" in text
+    assert "--no-augment switch the training augmentation off (default: off)" in text
+    assert "--processes PROCESSES cases preprocessed" in text and "PREPROCESS_PROCESSES" not in text
+    assert "--exclude-background leave the background out of the Dice loss (the original keeps it in) " \
+        "(default: on, preset scratch)" in _help(capsys, "train", "--preset", "scratch")
+    assert "--no-postprocessing do not apply the run's postprocessing.json (masam postprocess) (default: off)" in \
+        _help(capsys, "predict")
+
+
 def test_other_commands_are_generated_with_their_defaults(capsys):
     assert set(COMMANDS) == {"convert", "prepare", "preprocess", "predict", "evaluate", "train", "demo", "params",
                              "ensemble", "postprocess", "report", "check"}  # fmt: skip

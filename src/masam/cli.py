@@ -21,6 +21,7 @@ from .eval.config import EvaluateConfig, ReportConfig
 from .infer.config import EnsembleConfig, PostprocessConfig, PredictConfig
 from .model.config import ConvertConfig, ParamsConfig
 from .options import add_settings, given_settings, settings_from
+from .threads import ThreadConfig, apply_threads, busy_warning, default_workers, resolve_threads
 from .train.config import TrainConfig, TrainSession, resolve_train_config, resume_train_config
 from .train.feedback import end_summary
 
@@ -80,6 +81,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             device=rank_device(c.device), batch_size=c.batch_size, precision=c.precision, stride=c.stack_stride,
             image_size=c.image_size,
         )  # fmt: skip
+        if rank == 0:  # issue 28: the models used and the post-processing, before any work
+            print("\n".join(predictor.description))
         report = predict_inputs(
             predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,
             overlays=c.overlays, boxes_file=c.boxes, boxes_from_labels_dir=c.boxes_from_labels, progress=not c.quiet,
@@ -92,20 +95,33 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _print_predict_totals(reports: list, world: int, output: str) -> None:
-    """Rank 0's summary of every rank's report (the torchrun test parses these lines)."""
-    print(f"wrote {sum(len(r.written) for r in reports)} prediction(s) to {output}")
+    """Rank 0's summary of every rank's report (the torchrun test parses these lines): each
+    skipped DICOM series with its reason, then one line of what was written and skipped."""
+    skipped = {name: reason for r in reports for name, reason in r.skipped.items()}
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
+    written = [p for r in reports for p in r.written]
+    line = f"wrote {len(written)} prediction(s) to {output}"
+    if skipped:
+        line += f" ({_names([p.name for p in written])}); skipped {len(skipped)} series ({_names(list(skipped))})"
+    print(line)
     for i, r in enumerate(reports if world > 1 else []):
         print(f"rank {i}: {', '.join(p.name for p in r.written) or 'nothing'}")
     for name, reason in (item for r in reports for item in r.failed.items()):
         print(f"masam predict: failed: {name}: {reason}", file=sys.stderr)
 
 
+def _names(names: list[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "") or "none"
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .eval import evaluate_folders, format_table, write_results
+    from .infer.run import stored_class_names
 
     c = _settings(EvaluateConfig, args)
     label_map = label_map_from_text(c.merge_labels)
-    names = _class_names(c.dataset_json) if c.dataset_json else None
+    names = _class_names(c.dataset_json) if c.dataset_json else stored_class_names(c.pred)
     if names and label_map:  # classes merged away are not evaluated
         names = {v: n for v, n in names.items() if v not in label_map}
     classes = sorted(names) if names else None
@@ -177,9 +193,10 @@ def _cmd_postprocess(args: argparse.Namespace) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from .eval.report import report_folders
+    from .infer.run import stored_class_names
 
     c = _settings(ReportConfig, args)
-    names = _class_names(c.dataset_json) if c.dataset_json else None
+    names = _class_names(c.dataset_json) if c.dataset_json else stored_class_names(c.pred, c.run)
     page, _ = report_folders(c.images, c.pred, c.ref, c.output, c.run, names, c.nsd_tolerance)
     print(f"wrote {page}")
 
@@ -223,12 +240,22 @@ def _sites(pairs: tuple[str, ...] | None) -> dict[str, str] | None:
     return dict(p.split("=", 1) for p in pairs)
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .train import Interrupted
 
     c = _settings(DemoConfig, args)
-    run_demo(c.output, iterations=c.iterations, train_cases=c.cases, seed=c.seed, device=c.device)
+    try:
+        run_demo(c.output, iterations=c.iterations, train_cases=c.cases, seed=c.seed, device=c.device)
+    except (Interrupted, KeyboardInterrupt) as stop:  # issue 28: one line, as masam train
+        signum = getattr(stop, "signum", 2)
+        kept = "are unchanged" if Path(c.output).exists() else "were not written"
+        print(f"masam demo: stopped by signal {signum}; the demo results in {c.output} {kept}", file=sys.stderr)
+        return 128 + signum
+    return 0
 
+
+T = ThreadConfig  # issue 28: every command that computes takes --threads
 
 # name -> (help, settings dataclasses whose fields become options, handler)
 COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], int | None]]] = {
@@ -240,45 +267,86 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
         (PrepareConfig,), _cmd_prepare,
     ),
     "preprocess": (
-        "read, normalise and resize a dataset once into a cache folder", (PreprocessConfig,), _cmd_preprocess
+        "read, normalise and resize a dataset once into a cache folder", (PreprocessConfig, T), _cmd_preprocess
     ),
-    "predict": ("predict label maps for images, folders of images or video sequences", (PredictConfig,), _cmd_predict),
+    "predict": (
+        "predict label maps for images, folders of images or video sequences", (PredictConfig, T), _cmd_predict
+    ),
     "evaluate": (
-        "Dice, HD95 and surface Dice of predictions against reference labels", (EvaluateConfig,), _cmd_evaluate
+        "Dice, HD95 and surface Dice of predictions against reference labels", (EvaluateConfig, T), _cmd_evaluate
     ),
     "ensemble": (
-        "average saved probabilities of several models (nnUNetv2_ensemble)", (EnsembleConfig,), _cmd_ensemble
+        "average saved probabilities of several models (nnUNetv2_ensemble)", (EnsembleConfig, T), _cmd_ensemble
     ),
     "postprocess": (
-        "decide connected-component post-processing on the folds' validation predictions", (PostprocessConfig,),
+        "decide connected-component post-processing on the folds' validation predictions", (PostprocessConfig, T),
         _cmd_postprocess,
     ),
-    "report": ("one self-contained HTML page: metrics, box plots, curves, overlays", (ReportConfig,), _cmd_report),
+    "report": ("one self-contained HTML page: metrics, box plots, curves, overlays", (ReportConfig, T), _cmd_report),
     "check": (
-        "read every case of a dataset and report all problems (exit code 1: not usable)", (CheckConfig,), _cmd_check
+        "read every case of a dataset and report all problems (exit code 1: not usable)", (CheckConfig, T), _cmd_check
     ),
-    "train": ("fine-tune MA-SAM on a dataset in the nnU-Net layout", (TrainConfig, TrainSession), _cmd_train),
-    "demo": ("generate a phantom dataset, train vit_tiny on the CPU, predict and evaluate", (DemoConfig,), _cmd_demo),
+    "train": ("fine-tune MA-SAM on a dataset in the nnU-Net layout", (TrainConfig, TrainSession, T), _cmd_train),
+    "demo": ("generate a phantom dataset, train vit_tiny on the CPU, predict and evaluate", (DemoConfig, T), _cmd_demo),
     "params": ("print total and trainable parameters per part of a model", (ParamsConfig,), _cmd_params),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+TRAIN_EPILOG = "defaults shown: without a preset; masam train --preset NAME --help shows a preset's"
+
+
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``preset``: the ``--preset`` of ``masam train``, whose values its help shows as
+    the defaults (issue 28)."""
+    from .train import PRESETS
+
     parser = argparse.ArgumentParser(prog="masam", description="MA-SAM for 3D medical images.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"masam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, classes, handler) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_settings(p, *classes)
+        shown = (preset, PRESETS[preset]) if name == "train" and preset in PRESETS else None
+        epilog = None
+        if name == "train":
+            epilog = f"defaults shown: those of --preset {preset}" if shown else TRAIN_EPILOG
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog)
+        add_settings(p, *classes, preset=shown)
         p.set_defaults(func=handler)
     return parser
 
 
+def _preset_in(argv: list[str]) -> str | None:
+    """The value of ``--preset`` among the arguments, before they are parsed (for the help)."""
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """Issue 28: the threads of a command that computes (``--threads``, ``MASAM_THREADS``, else the
+    cores less the loader workers), and a warning when other processes already keep the cores busy."""
+    if ThreadConfig not in COMMANDS[args.command][1]:
+        return
+    workers = 0
+    if args.command in ("train", "demo"):  # the demo trains with one loader worker
+        given = getattr(args, "workers", None)
+        workers = 1 if args.command == "demo" else (default_workers() if given is None else given)
+    threads = resolve_threads(getattr(args, "threads", None), workers)
+    apply_threads(threads)
+    warning = busy_warning(threads + workers)
+    if warning:
+        print(f"masam {args.command}: warning: {warning}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_preset_in(argv)).parse_args(argv)
     with allocator_policy("reuse"):
         try:
+            _set_threads(args)
             code = args.func(args)
         except MasamError as err:
             if args.debug:

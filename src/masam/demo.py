@@ -113,18 +113,39 @@ def _train_config(dataset: Path, run: Path, iterations: int, seed: int, device: 
     return resolve_train_config(given, "scratch")
 
 
-def _start_over(run: Path) -> None:
-    """A second demo in the same folder starts its training over (issue 18): the run folder is the
-    demo's own (it holds the demo's config.json) and is removed; any other folder is refused."""
-    if not run.exists():
-        return
-    if not (run / "config.json").is_file():
-        raise MasamError(f"{run}: exists but is not a masam run; choose another demo output folder")
-    print(f"starting over: removing the previous demo run {run}")
-    shutil.rmtree(run)
-    predictions = run.parent / "predictions"
-    if (predictions / ".masam_model.json").is_file():  # the previous demo's predictions
-        shutil.rmtree(predictions)
+def _check_output(out: Path) -> None:
+    """The demo replaces only a folder it wrote itself (or an empty one)."""
+    if out.exists() and not out.is_dir():
+        raise MasamError(f"{out}: is a file; choose another demo output folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "run" / "config.json").is_file():
+        raise MasamError(f"{out}: exists but holds no masam demo; choose another demo output folder")
+
+
+def _staging(out: Path) -> Path:
+    """Issue 28: a new demo is built beside the old one (``.NAME.partial``) and replaces it only
+    once it has succeeded, so an interrupted or failed demo leaves the previous results whole."""
+    staging = out.parent / f".{out.name}.partial"
+    if staging.exists():  # left by a demo killed too hard to clean up
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the finished demo in place of the old one: two renames, the old folder removed after.
+    The run's config.json and the metrics name the final folder, not the staging one."""
+    for name in ("run/config.json", "metrics.json"):
+        path = staging / name
+        if path.is_file():
+            path.write_text(path.read_text().replace(json.dumps(str(staging))[1:-1], json.dumps(str(out))[1:-1]))
+    old = out.parent / f".{out.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        print(f"replacing the previous demo results in {out}")
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _predict_and_evaluate(out: Path, dataset: Path, device: str) -> tuple[dict, Path, Path]:
@@ -161,27 +182,43 @@ def run_demo(
     seed: int = 0,
     device: str = "cpu",
 ) -> float:
-    """Phantom data -> training -> prediction -> evaluation. Returns the mean Dice."""
+    """Phantom data -> training -> prediction -> evaluation, built beside ``output`` and swapped in
+    at the end (an interrupted demo leaves the previous one untouched). Returns the mean Dice."""
+    out = Path(output).absolute()
+    _check_output(out)
+    staging = _staging(out)
+    try:
+        mean, lines = _demo_steps(staging, iterations, train_cases, test_cases, seed, device)
+        _swap_in(staging, out)
+    except BaseException:  # KeyboardInterrupt and the trainer's Interrupted too: no half demo
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for line in lines:
+        print(line.replace(str(staging), str(out)))
+    print(f"mean Dice: {mean:.4f}")  # the last line (README: Demo)
+    return mean
+
+
+def _demo_steps(out: Path, iterations: int, train_cases: int, test_cases: int, seed: int, device: str):
+    """The demo's steps in ``out``: the mean Dice and the closing lines to print once it is in place."""
     from .eval import format_table
     from .train import Trainer
 
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     dataset = write_phantom_dataset(out / "dataset", train_cases, test_cases, seed)
-    print(f"[1/4] phantom dataset ({train_cases} training + {test_cases} test cases): {dataset}")
-    _start_over(out / "run")
+    print(f"[1/4] phantom dataset ({train_cases} training + {test_cases} test cases)")
     config = _train_config(dataset, out / "run", iterations, seed, device)
-    print(f"[2/4] training vit_tiny from scratch for {iterations} steps on {device}: {config.output}")
+    print(f"[2/4] training vit_tiny from scratch for {iterations} steps on {device}")
     Trainer(config).run()
     results, json_path, csv_path = _predict_and_evaluate(out, dataset, device)
-    print(format_table(results))
-    print(f"\nmodel:       {out / 'run' / 'model_best.safetensors'}")
-    print(f"predictions: {out / 'predictions'} (NIfTI with the input geometry)")
-    print(f"overlays:    {out / 'predictions' / 'overlays'}")
-    print(f"metrics:     {json_path} and {csv_path}")
-    print(f"time:        {time.time() - started:.0f} s")
-    mean = results["mean"]["dice"]
-    print(f"mean Dice: {mean:.2f}")
-    print(f"report:      {_write_html_report(out, dataset, results)}")
-    return mean
+    report = _write_html_report(out, dataset, results)
+    lines = [
+        format_table(results),
+        f"\nmodel:       {out / 'run' / 'model_best.safetensors'}",
+        f"predictions: {out / 'predictions'} (NIfTI with the input geometry)",
+        f"overlays:    {out / 'predictions' / 'overlays'}",
+        f"metrics:     {json_path} and {csv_path}",
+        f"report:      {report}",
+        f"time:        {time.time() - started:.0f} s",
+    ]
+    return results["mean"]["dice"], lines

@@ -89,13 +89,30 @@ def _value_type(hint: Any) -> Any:
     return hint
 
 
-def _argument(f: dataclasses.Field, hint: Any) -> tuple[list[str], dict]:
+def _shown_default(f: dataclasses.Field, hint: Any, preset: tuple[str, dict] | None) -> str | None:
+    """How ``--help`` shows a field's default: its value, or the preset's (``--preset NAME --help``).
+    A boolean option is a flag: its default is whether the flag is in effect (``--no-augment
+    (default: off)``), never the field's value, which reads backwards for a flag that clears it."""
+    meta, default = f.metadata, _default(f)
+    value, source = default, ""
+    if preset is not None and f.name in preset[1]:
+        value, source = preset[1][f.name], f", preset {preset[0]}"
+    if not source and meta.get("default_text"):
+        return meta["default_text"]
+    if _value_type(hint) is bool:
+        return ("on" if bool(value) != bool(default) else "off") + source
+    if not source and (default is _MISSING or meta.get("required", False)):
+        return None
+    return _show(value) + source
+
+
+def _argument(f: dataclasses.Field, hint: Any, preset: tuple[str, dict] | None = None) -> tuple[list[str], dict]:
     """The names and keyword arguments of ``add_argument`` for one field."""
     meta, default = f.metadata, _default(f)
     names = [n for n in (meta.get("short"), option_name(f)) if n]
     kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
     required = default is _MISSING or meta.get("required", False)
-    shown = meta.get("default_text") or (None if required else _show(default))
+    shown = _shown_default(f, hint, preset)
     kwargs["help"] = meta["help"] + (f" (default: {shown})" if shown is not None else "")
     if _value_type(hint) is bool:
         kwargs["action"] = "store_false" if default is True else "store_true"
@@ -114,12 +131,17 @@ def _argument(f: dataclasses.Field, hint: Any) -> tuple[list[str], dict]:
     for key in ("choices", "metavar"):
         if meta.get(key) is not None:
             kwargs[key] = list(meta[key]) if key == "choices" else meta[key]
+    if meta.get("flag") and "metavar" not in kwargs and "choices" not in kwargs:  # --processes N, not the field name
+        kwargs["metavar"] = meta["flag"].lstrip("-").replace("-", "_").upper()
     return names, kwargs
 
 
-def add_settings(parser: argparse.ArgumentParser, *classes: type, groups: dict | None = None) -> dict:
+def add_settings(
+    parser: argparse.ArgumentParser, *classes: type, groups: dict | None = None, preset: tuple[str, dict] | None = None
+) -> dict:
     """Add an option for every command-line field of ``classes``, in argument groups named by the
-    fields (created on first use, in order). Returns the groups, to add more options to them."""
+    fields (created on first use, in order). ``preset``: ``(name, values)`` whose values the help
+    shows as the defaults. Returns the groups, to add more options to them."""
     groups = {} if groups is None else groups
     for cls in classes:
         hints = typing.get_type_hints(cls)
@@ -127,7 +149,7 @@ def add_settings(parser: argparse.ArgumentParser, *classes: type, groups: dict |
             name = f.metadata["group"]
             if name not in groups:
                 groups[name] = parser.add_argument_group(name)
-            names, kwargs = _argument(f, hints[f.name])
+            names, kwargs = _argument(f, hints[f.name], preset)
             groups[name].add_argument(*names, **kwargs)
     return groups
 

@@ -69,7 +69,7 @@ def test_all_planted_faults_in_one_run(tmp_path):
         hits = [p for c, s, p in found if c == case and s == severity and all(w in p for w in words)]
         assert hits, f"{case}: no {severity} with {words} in {sorted(found)}"
 
-    has("case01", ["label shape [6, 16, 10] differs from the shape [6, 16, 20]"])
+    has("case01", ["label size (x, y, z) [10, 16, 6] differs from the size [20, 16, 6]"])  # the summary's order
     has("case02", ["label spacing [1.0, 1.0, 2.0] differs from the spacing [1.0, 1.0, 3.0]"])
     has("case03", ["label values [7] are not declared"])
     has("case04", ["not integers", "0.5"])

@@ -195,3 +195,38 @@ def test_series_in_subfolders_are_found_with_their_own_folder(tmp_path):
     a, b = _copy("ge_ct_3slice", tmp_path / "study" / "a"), _copy("siemens_mr_sagittal", tmp_path / "study" / "b")
     series = find_series(tmp_path / "study")
     assert [(s.case_name, s.folder) for s in series] == [("series_2", a), ("Product_EPI_Sag_Ascending_5001", b)]
+
+
+def write_study(tmp_path: Path) -> Path:
+    """Issue 28: a study folder as a scanner exports it: the Philips CT series, a one-image
+    localizer (ImageType LOCALIZER) and two dose-report screenshots (Secondary Capture, at one
+    position), each a series of its own built from copies of the CT's files."""
+    study = tmp_path / "study"
+    ct = _copy("philips_ct_phantom", study)
+    extras = {"survey": ("Survey", 1, ["I10"]), "dose": ("Dose Report", 501, ["I20", "I30"])}
+    for folder, (description, number, files) in extras.items():
+        (study / folder).mkdir()
+        uid = generate_uid()
+        for name in files:
+            ds = pydicom.dcmread(ct / name)
+            ds.SeriesInstanceUID, ds.SeriesDescription, ds.SeriesNumber = uid, description, number
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            if folder == "survey":
+                ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+            else:
+                ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+                ds.ImageType = ["DERIVED", "SECONDARY"]
+            ds.save_as(study / folder / name)
+    return study
+
+
+def test_localizers_and_secondary_captures_are_named_as_no_volume(tmp_path):
+    study = write_study(tmp_path)
+    reasons = {s.case_name: s.skip_reason for s in find_series(study)}
+    assert reasons == {
+        "Survey_1": "ImageType ORIGINAL\\PRIMARY\\LOCALIZER: a localizer image, not a volume",
+        "STD_BRAIN_5MM_201": None,
+        "Dose_Report_501": "SOP class Secondary Capture Image Storage (1.2.840.10008.5.1.4.1.1.7), not a volume",
+    }
+    # the study's one volume is the series it means; the others are no reason to ask for a UID
+    assert read_series(study).source.case_name == "STD_BRAIN_5MM_201"

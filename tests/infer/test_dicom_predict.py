@@ -152,3 +152,19 @@ def test_dicom_seg_output_needs_dicom_input(weights, tmp_path, capsys):
     args = ["predict", "-m", str(weights), "-i", str(image.parent), "-o", str(tmp_path / "o"), "--quiet"]
     assert main([*args, "--output-format", "dicom-seg"]) == 1
     assert "dicom-seg needs a DICOM series" in capsys.readouterr().err
+
+
+def test_a_study_folder_predicts_its_volume_and_names_what_it_skips(weights, tmp_path, capsys):
+    from tests.data.test_dicom import write_study
+
+    study = write_study(tmp_path)
+    out = tmp_path / "out"
+    code = main(["predict", "-m", str(weights), "-i", str(study), "-o", str(out), "--mode", "fast", "--quiet"])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0 and stderr == ""
+    assert [p.name for p in out.glob("[!.]*")] == ["STD_BRAIN_5MM_201.nii.gz"]
+    assert stdout.splitlines()[-3:] == [
+        "skipped Dose_Report_501: SOP class Secondary Capture Image Storage (1.2.840.10008.5.1.4.1.1.7), not a volume",
+        "skipped Survey_1: ImageType ORIGINAL\\PRIMARY\\LOCALIZER: a localizer image, not a volume",
+        f"wrote 1 prediction(s) to {out} (STD_BRAIN_5MM_201.nii.gz); skipped 2 series (Dose_Report_501, Survey_1)",
+    ]

@@ -323,3 +323,9 @@ def tiny_ct_model():
     model = randomise(masam.load_model(arch="vit_tiny", num_classes=2, image_size=64, rank=4))
     model.metadata = {"normalization": Normalization("CT").to_dict()}
     return model.eval()
+
+
+def test_a_wrong_slice_size_says_the_size_the_model_takes():
+    model = tiny(image_size=32)
+    with pytest.raises(ValueError, match=r"^this model takes 32x32 slices \(its image size\), got 64x64: resize "):
+        model(torch.rand(1, 5, 3, 64, 64))

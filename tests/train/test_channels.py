@@ -133,3 +133,16 @@ def test_four_channels_are_refused_with_a_suggestion(tmp_path):
     )
     with pytest.raises(DatasetError, match="4 channels.*choose 3"):
         load_dataset(root)
+
+
+def test_the_predictor_finds_the_other_channel_files_as_the_cli_does(brats, tmp_path):
+    root, run, _ = brats
+    predictor = Predictor.from_files(run / "model_last.safetensors", batch_size=2)
+    images = root / "imagesTr"
+    by_list = predictor.predict([images / "brats0002_0000.nii.gz", images / "brats0002_0001.nii.gz"]).labels
+    by_first = predictor.predict(images / "brats0002_0000.nii.gz")  # issue 28: brats0002_0001 found beside it
+    assert np.array_equal(by_first.labels, by_list) and len(by_first.volume.channels) == 1
+    alone = tmp_path / "brats0002_0000.nii.gz"
+    shutil.copy(images / alone.name, alone)
+    with pytest.raises(Exception, match=r"the model takes 2 channels \(FLAIR, T1c\); missing \['brats0002_0001"):
+        predictor.predict(alone)

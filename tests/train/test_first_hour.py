@@ -113,8 +113,21 @@ def test_an_unusable_dataset_is_refused_before_preprocessing(dataset, tmp_path, 
     run = tmp_path / "run"
     assert main(["train", "-d", str(broken), "-o", str(run), *TINY]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "case01" in err[0]
+    # issue 28: check's table, a row per problem, not every problem on one line
+    assert err[0] == f"masam train: error: {broken}: the dataset is not usable; masam check's report:"
+    assert err[1] == f"Dataset {broken}: 2 cases checked"
+    assert err[3].split() == ["case", "severity", "file", "problem"]
+    assert err[4].split()[:3] == ["case01", "error", "labelsTr/case01.nii.gz"]
+    assert err[-1] == "NOT usable: fix the errors above"
     assert not run.exists()
+
+
+def test_more_folds_than_cases_suggests_num_folds(tmp_path, capsys):
+    four = make_dataset(tmp_path / "F", cases=4, shape=(6, 40, 48))
+    assert main(["train", "-d", str(four), "-o", str(tmp_path / "runs" / "fold_0"), "--fold", "0", *TINY]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"masam train: error: {four}: 5 folds need at least 5 cases, got 4; choose fewer folds, "
+                       "e.g. --num-folds 4")  # fmt: skip
 
 
 def test_train_uses_a_preprocess_cache_when_its_plan_fits(dataset, tmp_path, capsys):

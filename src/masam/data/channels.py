@@ -60,8 +60,15 @@ def channel_files(path: str | os.PathLike, channels: tuple[str, ...]) -> list[Pa
     extra = [p.name for p in present if p not in wanted]
     if missing or extra:
         problem = f"missing {missing}" if missing else f"has channel files the model does not take: {extra}"
-        raise InputError(f"{path.parent / case}: the model takes channels {list(channels) or ['one']}; {problem}")
+        raise InputError(f"{path.parent / case}: the model takes {describe_channels(channels)}; {problem}")
     return wanted
+
+
+def describe_channels(channels: tuple[str, ...]) -> str:
+    """``1 channel (CT)``, ``2 channels (FLAIR, T1c)``; ``1 channel`` when its name is not known."""
+    if len(channels) <= 1:
+        return f"1 channel ({channels[0]})" if channels else "1 channel"
+    return f"{len(channels)} channels ({', '.join(channels)})"
 
 
 def glob_escape(text: str) -> str:

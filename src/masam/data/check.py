@@ -242,8 +242,9 @@ def _read(path: Path, task: CaseTask, result: CaseResult, label: bool = False) -
 
 def _difference(volume: Volume, reference: Volume) -> str | None:
     """How ``volume``'s grid differs from ``reference``'s (shape, spacing, origin, direction), or None."""
-    if volume.array.shape[:3] != reference.array.shape[:3]:
-        return f"shape {list(volume.array.shape[:3])} differs from the shape {list(reference.array.shape[:3])} of"
+    if volume.array.shape[:3] != reference.array.shape[:3]:  # (x, y, z), as the summary (issue 28)
+        mine, theirs = list(volume.array.shape[:3][::-1]), list(reference.array.shape[:3][::-1])
+        return f"size (x, y, z) {mine} differs from the size {theirs} of"
     if volume.is_video or volume.same_geometry(reference):
         return None
     for what in ("spacing", "origin", "direction"):

@@ -31,6 +31,19 @@ _REQUIRED = (
 )  # fmt: skip
 
 
+# Issue 28: series of a study folder that are no volume to segment, skipped with their reason.
+NON_VOLUME_IMAGE_TYPES = ("LOCALIZER", "SCOUT", "SCREEN SAVE")
+NON_VOLUME_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+}
+
+
 @dataclass
 class SeriesInfo:
     """One DICOM series: its files sorted along the slice normal (ascending ``position . normal``,
@@ -48,6 +61,30 @@ class SeriesInfo:
     def __post_init__(self) -> None:
         if not self.case_name:
             self.case_name = series_case_name(self.description, self.number, self.uid)
+
+    @property
+    def skip_reason(self) -> str | None:
+        """Why this series is no volume to segment (a localizer, a secondary capture, one image),
+        None for a volume; see :func:`non_volume_reason`."""
+        return non_volume_reason(self.headers)
+
+
+def non_volume_reason(headers: list[pydicom.Dataset]) -> str | None:
+    """Issue 28: a localizer or scout (ImageType), a secondary capture or projection radiograph
+    (SOP class), or a single image is not a volume; the reason names the attribute and value."""
+    if not headers:
+        return None
+    types = [str(v).upper() for v in (headers[0].get("ImageType") or [])]
+    kind = next((t for t in NON_VOLUME_IMAGE_TYPES if t in types), None)
+    if kind is not None:
+        shown = "\\".join(types)  # as DICOM writes a multi-valued attribute
+        return f"ImageType {shown}: a {kind.lower()} image, not a volume"
+    sop = str(headers[0].get("SOPClassUID", ""))
+    if sop in NON_VOLUME_SOP_CLASSES:
+        return f"SOP class {NON_VOLUME_SOP_CLASSES[sop]} ({sop}), not a volume"
+    if len(headers) == 1:
+        return "a single image, not a volume"
+    return None
 
 
 def series_case_name(description: str, number: int | None, uid: str) -> str:
@@ -138,6 +175,9 @@ def select_series(folder: str | os.PathLike, series_uid: str | None = None) -> S
         if not chosen:
             raise ImageReadError(f"{folder}: no series with UID {series_uid}; found {_listing(series)}")
         return chosen[0]
+    volumes = [s for s in series if s.skip_reason is None]  # a study's localizers are not meant
+    if len(volumes) == 1:
+        return volumes[0]
     if len(series) > 1:
         raise ImageReadError(f"{folder}: holds {len(series)} series, choose one by UID: {_listing(series)}")
     return series[0]

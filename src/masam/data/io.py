@@ -194,7 +194,8 @@ def read_label(path: str | os.PathLike, image: Volume | None = None) -> Volume:
     if image is not None:
         got, want = list(label.array.shape[:3]), list(image.array.shape[:3])
         if got != want:
-            raise ImageReadError(f"{path}: label shape {got} differs from image shape {want}")
+            # issue 28: sizes in (x, y, z), the order masam check's summary and ITK use
+            raise ImageReadError(f"{path}: label size (x, y, z) {got[::-1]} differs from the image's {want[::-1]}")
         if not image.is_video and not label.same_geometry(image):
             raise ImageReadError(f"{path}: label geometry (spacing, origin or direction) differs from its image's")
     return label

@@ -16,7 +16,10 @@ class EvaluateConfig:
         "metrics.json", "JSON output; a CSV is written beside it", "files", short="-o",
         default_text="metrics.json in the current folder",
     )  # fmt: skip
-    dataset_json: str | None = setting(None, "dataset.json, for class names and the list of classes", "files")
+    dataset_json: str | None = setting(
+        None, "dataset.json, for class names and the list of classes", "files",
+        default_text="the names masam predict stored beside the predictions",
+    )  # fmt: skip
     merge_labels: str | None = merge_labels_setting("files")  # issue 12
     nsd_tolerance: float = setting(2.0, "surface Dice tolerance in mm", "metrics")
 
@@ -30,5 +33,8 @@ class ReportConfig:
     ref: str = setting(help="folder of reference label maps (same case names)", group="files", short="-r")
     run: str | None = setting(None, "a training run folder whose progress.png is shown", "files")
     output: str = setting("report.html", "HTML file to write", "files", short="-o")
-    dataset_json: str | None = setting(None, "dataset.json, for class names and the list of classes", "files")
+    dataset_json: str | None = setting(
+        None, "dataset.json, for class names and the list of classes", "files",
+        default_text="the names stored in the --run's model or beside the predictions",
+    )  # fmt: skip
     nsd_tolerance: float = setting(2.0, "surface Dice tolerance in mm", "metrics")

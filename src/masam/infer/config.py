@@ -59,7 +59,7 @@ class PredictConfig:
         "the time)", "runtime",
     )  # fmt: skip
     postprocessing: bool = setting(
-        True, "apply the run's postprocessing.json (masam postprocess); --no-postprocessing skips it", "runtime",
+        True, "do not apply the run's postprocessing.json (masam postprocess)", "runtime",
         flag="--no-postprocessing",
     )  # fmt: skip
 

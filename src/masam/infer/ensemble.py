@@ -35,7 +35,12 @@ def model_spec(model) -> dict:
 
     spec = model_input_spec(model).to_dict()
     spec.pop("intensity", None)  # what each model saw in training; it may differ between folds
-    return {"classes": dict(model.config.label_names) or model.config.num_classes, "input": spec}
+    meta = model.metadata or {}
+    # issue 28: a box model averaged with automatic ones gives almost nothing without a box
+    prompt = {"prompt": meta.get("prompt", "none"), "box_label": meta.get("box_label")}
+    if prompt["prompt"] == "box":
+        prompt["unprompted"] = meta.get("prompt_dropout", 0) > 0
+    return {"classes": dict(model.config.label_names) or model.config.num_classes, "input": spec, "prompt": prompt}
 
 
 def check_compatible(specs: Mapping[str, dict]) -> None:
@@ -45,11 +50,12 @@ def check_compatible(specs: Mapping[str, dict]) -> None:
         raise EnsembleError("an ensemble needs at least one model")
     (first_name, first), *others = specs.items()
     for name, spec in others:
-        for key in ("classes", "input"):
+        for key in ("classes", "input", "prompt"):
             if spec.get(key) != first.get(key):
                 raise EnsembleError(
                     f"{name}: {key} {json.dumps(spec.get(key), sort_keys=True)} differ from {first_name}'s "
-                    f"{json.dumps(first.get(key), sort_keys=True)}; an ensemble needs models with the same {key}"
+                    f"{json.dumps(first.get(key), sort_keys=True)}; an ensemble needs models with the same {key}: "
+                    f"give one model (-m {first_name}) or only runs of one kind"
                 )
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.channels import read_channels
+from ..data.channels import channel_files, describe_channels, read_channels
 from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX
 from ..data.intensity import intensity_warning
 from ..data.io import Volume, read_volume, slice_axis
@@ -145,6 +145,10 @@ class Predictor:
         self.probs_fn = None
         self.postprocessing: dict[int, bool] | None = None
         self.model_name = "masam"  # for DICOM-SEG headers; from_files names the weights file
+        # issue 28: what masam.infer.run.load_predictor put together, one line each (models used,
+        # post-processing), printed before any work; and how many models are averaged
+        self.description: list[str] = []
+        self.ensemble_size = 1
 
     @classmethod
     def from_files(
@@ -176,10 +180,9 @@ class Predictor:
     def _check_channels(self, volume: Volume) -> None:
         given = 1 + len(volume.channels)
         if not volume.is_video and given != self.channels:
-            names = list(self.input_spec.channels)
             raise InputError(
-                f"{volume.path}: the model takes {self.channels} channel(s) {names}, the input has {given}; "
-                "give one CASE_000N file per channel"
+                f"{volume.path}: the model takes {describe_channels(self.input_spec.channels[: self.channels])}, "
+                f"the input has {given}; give one CASE_000N file per channel"
             )
 
     def _autocast(self):
@@ -287,9 +290,29 @@ class Predictor:
         A model trained with ``--box-label`` gets its class refined inside the prompt and, with
         prompt dropout, its automatic result elsewhere (:func:`masam.infer.prompted.predict_prompted`).
         ``where`` names the prompt's source in errors. A model whose input spec has the original
-        MA-SAM's convention goes through :meth:`predict_original_convention`."""
+        MA-SAM's convention goes through :meth:`predict_original_convention`.
+
+        A prompt the model cannot use, or a missing one it needs, is said in the result's warnings
+        (issue 28): a box to a model trained without prompts, no box to a box-only model."""
+        if isinstance(image, (str, os.PathLike)):  # issue 28: CASE_0001 ... found beside CASE_0000, as the CLI does
+            image = channel_files(image, self.input_spec.channels[: self.channels])
         volume = _as_volume(image, spacing, origin, direction)
         self._check_channels(volume)
+        result = self._predict(volume, boxes, return_probabilities, progress, where)
+        result.warnings[:0] = self._prompt_warnings(boxes is not None)
+        return result
+
+    def _prompt_warnings(self, boxed: bool) -> list[str]:
+        prompt = self.model.metadata.get("prompt")  # None: not known (an original MA-SAM file)
+        if boxed and prompt == "none":
+            return ["a box prompt to a model trained without prompts: the box changes the result unpredictably "
+                    "and does not confine it; predict without --boxes"]  # fmt: skip
+        if not boxed and not self.segments_unprompted:
+            return ["no box for a model trained with box prompts only (no prompt dropout): it finds almost "
+                    "nothing without one"]  # fmt: skip
+        return []
+
+    def _predict(self, volume: Volume, boxes, return_probabilities: bool, progress: bool, where: str) -> Prediction:
         if self.input_spec.convention == "original":
             return self.predict_original_convention(volume, boxes is not None, return_probabilities)
         if boxes is None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from .shard import distributed_part, select_part
 class PredictReport:
     written: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # issue 28: DICOM series that are no volume
 
 
 def find_inputs(path: str | os.PathLike, series_uid: str | None = None) -> list[tuple[str, Path | SeriesInfo]]:
@@ -165,16 +166,33 @@ def _case_boxes(name: str, volume: Volume, prompts: dict[str, Prompt], labels_di
     return prompts.get(name)
 
 
-def _read_prompts(boxes_file, names: list[str]) -> dict[str, Prompt]:
-    """Prompts per case of ``boxes_file`` (JSON or CSV, :func:`read_boxes_file`); cases that are
-    not among the inputs get a warning, not an error (one file may serve several folders)."""
+def check_prompt_cases(boxes_file, names: list[str]) -> None:
+    """Issue 28: every case of the prompt file must be among the inputs (all of them, not only this
+    part's); a misspelt name is an error naming the file and the case, before any work."""
     if boxes_file is None:
-        return {}
-    prompts = read_boxes_file(boxes_file)
-    unknown = sorted(set(prompts) - set(names))
+        return
+    unknown = sorted(set(read_boxes_file(boxes_file)) - set(names))
     if unknown:
-        warnings.warn(f"{boxes_file}: boxes for cases not among the inputs: {', '.join(unknown)}", stacklevel=2)
-    return prompts
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; the inputs are {', '.join(sorted(names)[:5])}"
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise InputError(f"{boxes_file}: case {unknown[0]!r}{more} is not among the inputs{hint}")
+
+
+def check_prompts_given(predictor: Predictor, boxes_file, labels_dir) -> None:
+    """Issue 28: a box-only model (trained with box prompts and no prompt dropout) finds almost
+    nothing without a box, so running it without a prompt source is refused; and prompts reach one
+    model unmirrored, so they are refused with an ensemble or --tta rather than used by one model."""
+    prompted = boxes_file is not None or labels_dir is not None
+    if prompted and predictor.probs_fn is not None:
+        what = f"an ensemble of {predictor.ensemble_size} models" if predictor.ensemble_size > 1 else "--tta"
+        raise InputError(f"box prompts reach one model without mirroring, not {what}; give one model without --tta")
+    if predictor.segments_unprompted or prompted:
+        return
+    raise InputError(
+        f"model {predictor.model_name}: trained with box prompts only (no --prompt-dropout), it segments almost "
+        "nothing without a box; give --boxes FILE or --boxes-from-labels FOLDER"
+    )
 
 
 def predict_inputs(
@@ -188,9 +206,13 @@ def predict_inputs(
 ) -> PredictReport:
     """Predict every case found in ``inputs`` (:func:`find_inputs`); ``options`` as :func:`predict_cases`.
 
-    Only part ``part_id`` of ``num_parts`` of the cases is predicted, and under torchrun only this
-    rank's share of it (see :mod:`masam.infer.shard`)."""
-    cases = select_part(select_part(find_inputs(inputs, series_uid), num_parts, part_id), *distributed_part())
+    The prompt options are checked against the model and the inputs first. Only part ``part_id`` of
+    ``num_parts`` of the cases is predicted, and under torchrun only this rank's share of it (see
+    :mod:`masam.infer.shard`)."""
+    cases = find_inputs(inputs, series_uid)
+    check_prompts_given(predictor, options.get("boxes_file"), options.get("boxes_from_labels_dir"))
+    check_prompt_cases(options.get("boxes_file"), [name for name, _ in cases])
+    cases = select_part(select_part(cases, num_parts, part_id), *distributed_part())
     return predict_cases(predictor, cases, output_dir, **options)
 
 
@@ -209,7 +231,7 @@ def predict_cases(
     """Predict ``(name, path)`` cases; a bad case is reported and skipped, the others still finish."""
     outputs = _Outputs(Path(output_dir), output_format, save_probabilities, overlays)
     marker = _claim_folder(outputs.folder, predictor)
-    prompts = _read_prompts(boxes_file, [name for name, _ in cases])
+    prompts = read_boxes_file(boxes_file) if boxes_file is not None else {}
     report = PredictReport()
     iterator = cases
     if progress:
@@ -217,8 +239,11 @@ def predict_cases(
 
         iterator = tqdm(cases, desc="cases", unit="case")
     for name, path in iterator:
+        if isinstance(path, SeriesInfo) and path.skip_reason is not None:
+            report.skipped[name] = path.skip_reason
+            continue
         try:
-            volume = read_input(path, predictor.input_spec.channels if predictor.channels > 1 else ())
+            volume = read_input(path, predictor.input_spec.channels[: predictor.channels])
             boxes = _case_boxes(name, volume, prompts, boxes_from_labels_dir, predictor.box_label)
             result = predictor.predict(
                 volume, boxes=boxes, return_probabilities=save_probabilities, progress=progress,
@@ -245,7 +270,30 @@ def model_identity(predictor: Predictor) -> dict:
         digest.update(name.encode())
         digest.update(np.float64(tensor.double().sum().item()).tobytes())
     config = predictor.model.config
-    return {"arch": config.arch, "num_classes": config.num_classes, "digest": digest.hexdigest()[:16]}
+    labels = {str(k): int(v) for k, v in (config.label_names or {}).items()}  # issue 28: names beside predictions
+    return {"arch": config.arch, "num_classes": config.num_classes, "digest": digest.hexdigest()[:16], "labels": labels}
+
+
+def stored_class_names(predictions=None, run=None) -> dict[int, str] | None:
+    """Issue 28: ``{value: name}`` of the foreground classes as the model stores them: the model of
+    ``run`` (a run folder or weights file), else the marker ``masam predict`` leaves beside its
+    ``predictions``; None when neither names them."""
+    from ..model.masam_format import read_header
+    from .predictor import find_weights
+
+    labels = None
+    if run is not None:
+        try:
+            labels = read_header(find_weights(run))["config"].get("label_names")
+        except (MasamError, OSError):  # a run without a masam model (e.g. only curves): other sources
+            labels = None
+    if not labels and predictions is not None and (Path(predictions) / MARKER).is_file():
+        try:
+            labels = json.loads((Path(predictions) / MARKER).read_text()).get("labels")
+        except (OSError, ValueError, AttributeError):
+            labels = None
+    names = {int(v): str(k) for k, v in (labels or {}).items() if int(v) > 0}
+    return names or None
 
 
 def _claim_folder(folder: Path, predictor: Predictor) -> dict:
@@ -278,19 +326,58 @@ def _find_label(folder: Path, name: str, volume: Volume) -> Path:
     raise MissingFileError(f"{folder}: no reference label for {name}")
 
 
+RUN_WEIGHTS = ("model_best.safetensors", "model_last.safetensors")
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and any((path / w).is_file() for w in RUN_WEIGHTS)
+
+
+def run_fold(run: Path) -> int | None:
+    """The cross-validation fold a run folder was trained on (its config.json), None if not a fold."""
+    try:
+        fold = json.loads((run / "config.json").read_text())["train"].get("fold")
+        return int(fold)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def model_paths(paths: list[str | os.PathLike]) -> list[Path]:
-    """The models named by ``-m``: weights files and run folders as given; a folder holding run
-    folders (e.g. ``fold_0`` ... ``fold_4``) stands for all of them."""
+    """The models named by ``-m``: weights files and run folders as given; a folder holding the
+    fold runs of one cross-validation (e.g. ``fold_0`` ... ``fold_4``) stands for all of them.
+    A folder holding other runs too (issue 28: ``runs/`` with ``scratch``, ``fold_0``, a box run)
+    is refused: averaging every run in it is rarely what was meant."""
     out = []
     for path in map(Path, paths):
-        weights = ("model_best.safetensors", "model_last.safetensors")
-        if path.is_dir() and not any((path / w).is_file() for w in weights):
-            runs = sorted(p for p in path.iterdir() if p.is_dir() and any((p / w).is_file() for w in weights))
+        if path.is_dir() and not _is_run(path):
+            runs = sorted(p for p in path.iterdir() if _is_run(p))
+            others = [r.name for r in runs if run_fold(r) is None]
+            if others:
+                names = ", ".join(r.name for r in runs)
+                raise InputError(
+                    f"{path}: holds runs that are not folds of one cross-validation ({names}); "
+                    f"choose with -m {runs[0]} (one model) or -m {' '.join(str(r) for r in runs[:2])} (an ensemble)"
+                )
             if runs:
                 out.extend(runs)
                 continue
         out.append(path)
     return out
+
+
+def describe_models(given: list[str | os.PathLike], paths: list[Path]) -> str:
+    """One line naming the models a prediction uses, e.g. ``models: 2 folds of runs
+    (runs/fold_0/model_best.safetensors, ...), probabilities averaged``."""
+    from .predictor import find_weights
+
+    files = ", ".join(str(find_weights(p)) for p in paths)
+    if len(paths) == 1:
+        return f"model: {files}"
+    folds = [Path(g) for g in given if Path(g).is_dir() and not _is_run(Path(g))]
+    what = f"{len(paths)} models"
+    if folds and len(given) == 1:
+        what = f"{len(paths)} folds of {folds[0]}"
+    return f"models: {what} ({files}), softmax probabilities averaged"
 
 
 def load_predictor(
@@ -327,4 +414,17 @@ def load_predictor(
             main.postprocessing = read_postprocessing(decision_file)
         except PostprocessingError as err:
             raise InputError(str(err)) from None
+    main.ensemble_size = len(predictors)
+    main.description = [describe_models(models, paths), _describe_postprocessing(main, postprocessing, decision_file)]
     return main
+
+
+def _describe_postprocessing(predictor: Predictor, asked: bool, decision_file: Path) -> str:
+    """Issue 28: whether ``postprocessing.json`` applies, said in one line."""
+    if not asked:
+        return "post-processing: off (--no-postprocessing)"
+    if predictor.postprocessing is None:
+        return f"post-processing: none ({decision_file.parent} has no {decision_file.name})"
+    kept = [str(c) for c, keep in sorted(predictor.postprocessing.items()) if keep]
+    what = f"largest component kept for class(es) {', '.join(kept)}" if kept else "every component kept"
+    return f"post-processing: {what} ({decision_file})"

@@ -85,7 +85,10 @@ class MASAM(nn.Module):
             raise ValueError(f"expected input [B, D, 3, H, W], got {list(x.shape)}")
         b, d, _, h, w = x.shape
         if h != self.image_size or w != self.image_size:
-            raise ValueError(f"expected {self.image_size}x{self.image_size} slices, got {h}x{w}")
+            raise ValueError(
+                f"this model takes {self.image_size}x{self.image_size} slices (its image size), got {h}x{w}: resize "
+                "the stacks, or give whole volumes to masam.Predictor, which resizes them"
+            )
         return self.image_encoder(x.reshape(b * d, 3, h, w), d)
 
     def decode(

@@ -44,7 +44,7 @@ class TrainConfig:
         "beside the run folder", "data", default_text="none: --val-fraction split",
     )  # fmt: skip
     num_folds: int = setting(5, "folds of a new splits_final.json", "data")
-    augment: bool = setting(True, "augmentation; --no-augment switches it off", "data", flag="--no-augment")
+    augment: bool = setting(True, "switch the training augmentation off", "data", flag="--no-augment")
     box_jitter: float = setting(0.1, "box prompts: each side moved by up to this share of the box", "data")
     # issue 18: a cache written by masam preprocess instead of RUN/cache
     cache: str | None = setting(
@@ -53,7 +53,7 @@ class TrainConfig:
     )  # fmt: skip
     # issue 15: masam check before training
     check_dataset: bool = setting(
-        True, "run masam check first; --no-check-dataset skips it", "data", flag="--no-check-dataset"
+        True, "skip the dataset check (masam check) that runs first", "data", flag="--no-check-dataset"
     )
     check_processes: int = setting(2, "processes reading cases for the dataset check", "data")
     # model
@@ -93,7 +93,7 @@ class TrainConfig:
     weight_decay: float = setting(0.1, "AdamW weight decay", "optimisation")
     dice_weight: float = setting(0.8, "weight of the Dice loss (cross-entropy: 1 - this)", "optimisation")
     include_background: bool = setting(
-        True, "the background in the Dice loss (the original's); --exclude-background leaves it out",
+        True, "leave the background out of the Dice loss (the original keeps it in)",
         "optimisation", flag="--exclude-background",
     )  # fmt: skip
     precision: str = setting(
@@ -114,7 +114,10 @@ class TrainConfig:
     # runtime
     output: str = setting("", "run folder for models, state, logs and the cache", "runtime", short="-o", required=True)
     seed: int = setting(1234, "random seed", "runtime")
-    workers: int = setting(2, "data-loader workers per process", "runtime")
+    workers: int | None = setting(
+        None, "data-loader workers per process", "runtime", default_text="2, at most the cores this process may use "
+        "less one (issue 28: no oversubscribed shared CPU)",
+    )  # fmt: skip
     device: str = setting("cpu", "cpu or cuda", "runtime")
     host_allocator: str = setting(
         "auto",

@@ -5,7 +5,7 @@ not after the dataset was preprocessed into the run folder."""
 
 from __future__ import annotations
 
-from ..data.check import check_dataset
+from ..data.check import check_dataset, format_report
 from ..errors import ConfigError, DatasetError
 from ..model.build import ARCHS
 from ..model.checkpoint import check_sam_checkpoint
@@ -31,9 +31,7 @@ def check_before_work(cfg: TrainConfig, dataset: bool = True) -> None:
 
 def _check_dataset(root: str, processes: int) -> None:
     """``masam check`` (issue 15) before anything is read for training: an unusable dataset stops
-    here, every error in one line (``masam check`` prints the whole report)."""
+    here with check's own report, its table of problems (issue 28: not one long line)."""
     report = check_dataset(root, processes=processes)
-    errors = [p for p in report.problems if p.severity == "error"]
-    if errors:
-        listed = "; ".join(f"{p.file or root}: {p.problem}" for p in errors)
-        raise DatasetError(f"{root}: the dataset is not usable (masam check): {listed}")
+    if any(p.severity == "error" for p in report.problems):
+        raise DatasetError(f"{root}: the dataset is not usable; masam check's report:\n{format_report(report)}")

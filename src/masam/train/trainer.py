@@ -58,6 +58,7 @@ from ..infer.run import predict_cases
 from ..model.checkpoint import load_model, save_weights
 from ..model.sam_format import reinit_decoder_head
 from ..precision import PRECISIONS, allow_tf32, resolve_precision
+from ..threads import loader_workers
 from .config import TrainConfig
 from .feedback import start_summary, validation_line
 from .losses import segmentation_loss
@@ -288,7 +289,8 @@ class Trainer:
                 try:
                     write_splits(path, make_folds(cases, self.cfg.num_folds))
                 except ValueError as err:
-                    raise ConfigError(f"{self.cfg.dataset}: {err}") from None
+                    fewer = f"; choose fewer folds, e.g. --num-folds {len(cases)}" if len(cases) >= 2 else ""
+                    raise ConfigError(f"{self.cfg.dataset}: {err}{fewer}") from None
             self._barrier()
         try:
             train, val = fold_cases(read_splits(path), self.cfg.fold, known=cases)
@@ -618,7 +620,7 @@ class Trainer:
         start = self.batch_in_epoch * cfg.batch_size
         sampler = EpochSampler(len(self.train_set), cfg.seed, self.epoch, self.ddp_rank, self.world, start)
         return DataLoader(
-            self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+            self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=loader_workers(cfg.workers),
             generator=torch.Generator().manual_seed(cfg.seed),
         )  # fmt: skip
 
