@@ -12,8 +12,9 @@ from .predictor import PREDICTION_MODES
 @dataclass
 class PredictConfig:
     model: list[str] = setting(
-        help="run folders (their best model), weights files, or a folder of fold runs; several: an ensemble "
-        "(softmax probabilities averaged)", group="files", short="-m",
+        help="run folders (their best model), weights files, a folder of fold runs, a model archive (masam "
+        "export) or an installed model's name; several: an ensemble (softmax probabilities averaged)",
+        group="files", short="-m",
     )  # fmt: skip
     input: str = setting(help="an image, a folder of images, or a video frame folder", group="files", short="-i")
     output: str = setting(help="output folder", group="files", short="-o")

@@ -89,6 +89,18 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, _check_header(raw, path)
 
 
+def read_header(path: str | os.PathLike) -> dict:
+    """The header of one of our weights files, without reading its tensors."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            raw = (f.metadata() or {}).get(_METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from None
+    if raw is None:
+        raise CheckpointError(f"{path}: a safetensors file without masam metadata (not written by masam)")
+    return _check_header(raw, path)
+
+
 def header_input_spec(header: dict, config: ModelConfig) -> InputSpec:
     """The file's input spec; files written before specs existed get one derived from their
     ``metadata["normalization"]`` and config."""
