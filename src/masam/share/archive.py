@@ -136,12 +136,14 @@ def _check_entries(archive: Path, zf: zipfile.ZipFile, manifest: dict) -> list[z
             raise ArchiveError(f"{archive}: refused: member {info.filename!r} appears twice")
         seen.add(info.filename)
         if not info.is_dir() and info.filename != MANIFEST:
+            _check_kind(archive, info.filename, b"")  # by name first; by content when read
             infos.append(info)
     names = {i.filename for i in infos}
-    for name in sorted(names - set(manifest["members"])):
-        raise ArchiveError(f"{archive}: refused: member {name!r} is not listed in {MANIFEST}")
-    for name in sorted(set(manifest["members"]) - names):
-        raise ArchiveError(f"{archive}: refused: member {name!r} listed in {MANIFEST} is missing")
+    unlisted, missing = sorted(names - set(manifest["members"])), sorted(set(manifest["members"]) - names)
+    if unlisted:
+        raise ArchiveError(f"{archive}: refused: member {unlisted[0]!r} is not listed in {MANIFEST}")
+    if missing:
+        raise ArchiveError(f"{archive}: refused: member {missing[0]!r} listed in {MANIFEST} is missing")
     return infos
 
 
