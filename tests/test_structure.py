@@ -1,5 +1,5 @@
 """The package's shape: no function over 60 lines, no import cycle, and lower layers never import
-higher ones (model < data < infer/eval < train < cli/demo)."""
+higher ones (model < data < infer/eval < train/share < cli/demo)."""
 
 from __future__ import annotations
 
