@@ -74,13 +74,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .infer.run import load_predictor, predict_inputs
     from .infer.shard import gather, process_group, rank_device
     from .share import resolved_models
+    from .share.onnx_export import onnx_engine
 
     c = _settings(PredictConfig, args)
+    engine, precision = (onnx_engine, "fp32") if c.engine == "onnxruntime" else (None, c.precision)
     with resolved_models(list(c.model), c.sam_checkpoint) as (models, sam), process_group(c.device) as (world, rank):
         predictor = load_predictor(
             models, sam, tta=c.tta, postprocessing=c.postprocessing, modality=c.modality,
-            device=rank_device(c.device), batch_size=c.batch_size, precision=c.precision, stride=c.stack_stride,
-            image_size=c.image_size,
+            device=rank_device(c.device), batch_size=c.batch_size, precision=precision, stride=c.stack_stride,
+            image_size=c.image_size, engine=engine,
         )  # fmt: skip
         report = predict_inputs(
             predictor, c.input, c.output, output_format=c.output_format, save_probabilities=c.save_probabilities,

@@ -22,8 +22,10 @@ from tests.data.helpers import make_dataset, phantom, write_volume
 LABELS = {"background": 0, "organ_a": 1, "organ_b": 2}
 
 
-def tiny_model(seed: int, sam: Path | None = None):
-    """vit_tiny at 64², 2 classes, every trainable tensor random (the frozen SAM base kept)."""
+def tiny_model(seed: int, sam: Path | None = None, decoder_spread: float = 0.5):
+    """vit_tiny at 64², 2 classes, every trainable tensor random (the frozen SAM base kept): spread
+    0.05, the mask decoder's ``decoder_spread``. A wide decoder makes the test image's label map hold every class
+    (with 0.05 throughout it is background only), so that comparisons of label maps compare something."""
     options = {"label_names": LABELS}
     if sam is None:
         model = masam.load_model(arch="vit_tiny", num_classes=2, image_size=64, rank=4, model_options=options)
@@ -34,7 +36,8 @@ def tiny_model(seed: int, sam: Path | None = None):
         for name, p in model.named_parameters():
             if p.requires_grad:
                 norm = "norm" in name and p.ndim == 1 and name.endswith("weight")
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05 + (1.0 if norm else 0.0))
+                spread = decoder_spread if name.startswith("mask_decoder.") else 0.05
+                p.copy_(torch.randn(p.shape, generator=gen) * spread + (1.0 if norm else 0.0))
     norm = Normalization("CT").to_dict()
     model.input_spec = InputSpec("CT", ("CT",), (norm,), 5, 64, intensity={"mean": 0.3, "std": 0.2,
                                  "case_mean_min": 0.25, "case_mean_max": 0.35})  # fmt: skip

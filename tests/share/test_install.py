@@ -7,7 +7,9 @@ from __future__ import annotations
 import shutil
 import zipfile
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from masam.cli import main
 from masam.share import install_archive, models_folder
@@ -15,8 +17,13 @@ from tests.share.helpers import make_runs, make_sam
 
 
 def predict(model, images, out, *extra):
+    """The label maps written, file name -> bytes; each must hold more than background, so that two
+    equal results mean something."""
     assert main(["predict", "-m", str(model), "-i", str(images), "-o", str(out), "--quiet", *map(str, extra)]) == 0
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name.endswith(".nii.gz")}
+    written = sorted(p for p in out.iterdir() if p.name.endswith(".nii.gz"))
+    for path in written:
+        assert len(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))) > 1, path
+    return {p.name: p.read_bytes() for p in written}
 
 
 @pytest.fixture

@@ -59,6 +59,11 @@ class PredictConfig:
         False, "test-time mirroring: probabilities averaged over the 8 flips of rows, columns and slices (8x "
         "the time)", "runtime",
     )  # fmt: skip
+    # issue 26: the ONNX graphs of an archive exported with --format onnx
+    engine: str = setting(
+        "torch", "torch; onnxruntime: the model's ONNX graphs (masam export --format onnx), float32, same "
+        "preparation and aggregation", "runtime", choices=("torch", "onnxruntime"),
+    )  # fmt: skip
     postprocessing: bool = setting(
         True, "apply the run's postprocessing.json (masam postprocess); --no-postprocessing skips it", "runtime",
         flag="--no-postprocessing",

@@ -145,6 +145,9 @@ class Predictor:
         self.probs_fn = None
         self.postprocessing: dict[int, bool] | None = None
         self.model_name = "masam"  # for DICOM-SEG headers; from_files names the weights file
+        # issue 26: another engine for the forward pass (e.g. onnxruntime), a callable with the
+        # signature and result of forward_stacks; preparation and aggregation stay the same.
+        self.engine = None
 
     @classmethod
     def from_files(
@@ -188,6 +191,8 @@ class Predictor:
     def forward_stacks(self, stacks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
         """Softmax probabilities ``[B, D, K+1, S, S]`` (float32) of stacks ``[B, D, 3, S, S]`` with
         ``boxes`` ``[B, D, 4]`` in model pixels (NaN rows: no target) or None, halving the batch on OOM."""
+        if self.engine is not None:
+            return self.engine(stacks, boxes)
         try:
             with torch.no_grad(), self._autocast():
                 logits = self.model(stacks.to(self.device), None if boxes is None else boxes.to(self.device))["logits"]

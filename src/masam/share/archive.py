@@ -28,8 +28,9 @@ from ..fileio import atomic_path, current_umask
 ARCHIVE_FORMAT = "masam-model"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-# The kinds of member a model consists of; anything else (a pickle, code) is refused.
-ALLOWED_SUFFIXES = (".json", ".jsonl", ".md", ".png", ".safetensors", ".txt", ".yaml")
+# The kinds of member a model consists of; anything else (a pickle, code) is refused. ONNX graphs
+# are protobuf: onnxruntime runs only its own operators from them, never code they carry.
+ALLOWED_SUFFIXES = (".json", ".jsonl", ".md", ".onnx", ".png", ".safetensors", ".txt", ".yaml")
 ALLOWED_NAMES = ("LICENSE",)
 _CHUNK = 1 << 20
 

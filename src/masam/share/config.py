@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..options import setting
 
-EXPORT_FORMATS = ("zip", "monai-bundle")
+EXPORT_FORMATS = ("zip", "monai-bundle", "onnx")
 
 
 @dataclass
@@ -17,8 +17,11 @@ class ExportConfig:
         None, "the archive to write (model.zip), or the bundle's folder with --format monai-bundle", "files",
         short="-o", default_text="required unless --card-only",
     )  # fmt: skip
-    format: str = setting("zip", "zip: masam's model archive; monai-bundle: a MONAI bundle folder", "files",
-                          choices=EXPORT_FORMATS)  # fmt: skip
+    format: str = setting(
+        "zip", "zip: masam's model archive; monai-bundle: a MONAI bundle folder; onnx: the archive with each "
+        "fold's encoder and decoder as ONNX graphs (masam predict --engine onnxruntime)", "files",
+        choices=EXPORT_FORMATS,
+    )  # fmt: skip
     folds: tuple[str, ...] = setting(
         (), "export these folds only (run folder names or fold numbers)", "files", default_text="every fold"
     )

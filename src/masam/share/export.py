@@ -257,7 +257,8 @@ def export_card(config: ExportConfig) -> str:
 
 
 def export_archive(config: ExportConfig) -> tuple[Path, dict]:
-    """Write the model archive ``config.output`` (atomically); returns its path and manifest."""
+    """Write the model archive ``config.output`` (atomically); returns its path and manifest. With
+    ``format`` onnx, each fold's ONNX graphs are added beside its weights."""
     runs = fold_runs(config.run, config.folds)
     header = _headers(runs)
     manifest = build_manifest(config, runs, header)
@@ -275,6 +276,32 @@ def export_archive(config: ExportConfig) -> tuple[Path, dict]:
     with tempfile.TemporaryDirectory(prefix="masam-export-") as folder:
         manifest["sam"], sam_members = sam_entry(header, runs, config.sam_weights, config.sam_checkpoint, Path(folder))
         members.update(sam_members)
+        if config.format == "onnx":
+            manifest["onnx"], onnx_members = _onnx_members(runs, header, config.sam_checkpoint, Path(folder))
+            members.update(onnx_members)
         members["README.md"] = model_card(manifest).encode()
         path = write_archive(config.output, members, manifest)
     return path, manifest
+
+
+def _onnx_members(runs: list[Path], header: dict, checkpoint: str | None, folder: Path) -> tuple[dict, dict]:
+    """Each fold's encoder and decoder graphs (:mod:`.onnx_export`), as archive members."""
+    from ..model.checkpoint import load_model
+    from .onnx_export import OPSET, export_graphs
+
+    sam = None
+    if header["config"].get("pretrained_encoder", True):
+        sam = checkpoint or _read_json(runs[0] / "config.json", "run settings")["train"].get("sam_checkpoint")
+        if not sam or not Path(sam).is_file():
+            raise MissingFileError(f"{runs[0]}: --format onnx needs the SAM checkpoint the model was tuned from "
+                                   f"(--sam-checkpoint; the run names {sam})")  # fmt: skip
+    members, graphs = {}, []
+    for run in runs:
+        model = load_model(sam, find_weights(run))
+        boxes = (model.metadata or {}).get("prompt") == "box"
+        out = folder / "onnx" / run.name
+        out.mkdir(parents=True)
+        for path in export_graphs(model, out, boxes=boxes):
+            members[f"{FOLDS}/{run.name}/{path.name}"] = path
+            graphs.append(f"{FOLDS}/{run.name}/{path.name}")
+    return {"opset": OPSET, "graphs": graphs, "precision": "fp32"}, members
