@@ -125,3 +125,10 @@ def test_sam_included_or_referenced(tmp_path, capsys):
                  "--sam-checkpoint", str(other)])  # fmt: skip
     assert code == 1 and "not the SAM checkpoint the model was fine-tuned from" in capsys.readouterr().err
     assert not (tmp_path / "bad.zip").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_a_name_that_is_no_folder_name_is_refused_before_writing(runs, tmp_path, capsys):
+    folder, _ = runs
+    assert main(["export", str(folder), "-o", str(tmp_path / "m.zip"), "--name", "my model/v2"]) == 1
+    assert "model name 'my model/v2' is not usable as a folder name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

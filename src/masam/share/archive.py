@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -33,6 +34,7 @@ MANIFEST = "manifest.json"
 ALLOWED_SUFFIXES = (".json", ".jsonl", ".md", ".onnx", ".png", ".safetensors", ".txt", ".yaml")
 ALLOWED_NAMES = ("LICENSE",)
 _CHUNK = 1 << 20
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a model name: one plain folder name
 
 
 class ArchiveError(InputError):
@@ -69,6 +71,13 @@ def write_archive(output: str | os.PathLike, members: Mapping[str, bytes | Path]
             else:
                 zf.write(content, name, compress_type=kind)
     return output
+
+
+def check_model_name(name: str, archive) -> str:
+    """A name that is one plain folder name (letters, digits, ``.``, ``_``, ``-``)."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        raise ArchiveError(f"{archive}: model name {name!r} is not usable as a folder name (letters, digits, . _ -)")
+    return name
 
 
 def _check_name(archive, name: str) -> None:

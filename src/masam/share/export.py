@@ -30,7 +30,7 @@ from ..infer.predictor import find_weights
 from ..infer.run import model_paths
 from ..model.masam_format import read_header
 from ..model.sam_format import read_torch_file, save_sam_base
-from .archive import write_archive
+from .archive import check_model_name, write_archive
 from .card import model_card
 from .config import ExportConfig
 
@@ -262,6 +262,7 @@ def export_archive(config: ExportConfig) -> tuple[Path, dict]:
     runs = fold_runs(config.run, config.folds)
     header = _headers(runs)
     manifest = build_manifest(config, runs, header)
+    check_model_name(manifest["name"], config.output)
     members: dict[str, bytes | Path] = {}
     manifest["folds"] = []
     for run in runs:

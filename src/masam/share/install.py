@@ -11,18 +11,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError, MissingFileError
-from .archive import MANIFEST, ArchiveError, extract_archive, verify_archive
+from .archive import MANIFEST, check_model_name, extract_archive, verify_archive
 from .export import FOLDS, SAM_BASE
 
 MODELS_ENV = "MASAM_MODELS"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def models_folder(folder: str | os.PathLike | None = None) -> Path:
@@ -30,13 +28,6 @@ def models_folder(folder: str | os.PathLike | None = None) -> Path:
     if folder:
         return Path(folder)
     return Path(os.environ.get(MODELS_ENV) or Path.home() / ".masam" / "models")
-
-
-def check_model_name(name: str, archive) -> str:
-    """A name that is one plain folder name (letters, digits, ``.``, ``_``, ``-``)."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
-        raise ArchiveError(f"{archive}: model name {name!r} is not usable as a folder name (letters, digits, . _ -)")
-    return name
 
 
 def install_archive(archive: str | os.PathLike, name: str | None = None, models: str | os.PathLike | None = None,
