@@ -4,7 +4,10 @@ need neither the run nor SAM's checkpoint; bad archives are refused in one line,
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -48,6 +51,8 @@ def test_installed_model_predicts_as_the_run_folder(tmp_path, models, capsys):
 
 
 def test_self_contained_archive_needs_no_run_and_no_sam_checkpoint(tmp_path, models, capsys):
+    """Installed and predicted in a new process, with another home and working folder, after the
+    run, its dataset and SAM's checkpoint are gone."""
     sam = make_sam(tmp_path)
     runs, dataset = make_runs(tmp_path / "work", sam)
     images = tmp_path / "images"
@@ -57,8 +62,18 @@ def test_self_contained_archive_needs_no_run_and_no_sam_checkpoint(tmp_path, mod
                  "include"]) == 0  # fmt: skip
     shutil.rmtree(tmp_path / "work")  # the run, its dataset
     sam.unlink()  # and SAM's checkpoint are gone
-    assert main(["install", str(tmp_path / "m.zip")]) == 0
-    assert predict("selfc", images, tmp_path / "installed_pred") == expected
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "HOME": str(elsewhere), "MASAM_MODELS": str(elsewhere / "models"),
+           "PYTHONPATH": os.pathsep.join(sys.path)}  # fmt: skip
+    for command in (["install", str(tmp_path / "m.zip")],
+                    ["predict", "-m", "selfc", "-i", str(images), "-o", str(tmp_path / "new_process"), "--quiet"]):
+        done = subprocess.run([sys.executable, "-m", "masam", *command], cwd=elsewhere, env=env, capture_output=True,
+                              text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert (elsewhere / "models" / "selfc" / "sam_base.safetensors").is_file()
+    written = {p.name: p.read_bytes() for p in (tmp_path / "new_process").iterdir() if p.name.endswith(".nii.gz")}
+    assert written == expected
 
 
 def test_referenced_sam_must_be_given(tmp_path, models, capsys):
