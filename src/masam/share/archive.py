@@ -190,21 +190,23 @@ def verify_archive(archive: str | os.PathLike) -> dict:
 
 
 def extract_archive(archive: str | os.PathLike, destination: str | os.PathLike) -> dict:
-    """Verify ``archive`` and write its members under ``destination`` (a new folder, made
-    atomically: a refused archive leaves nothing). Returns the manifest."""
+    """Check ``archive`` while writing its members under ``destination``, a new folder that appears
+    only when every check has passed (a refused archive leaves nothing). Returns the manifest."""
     archive, destination = Path(archive), Path(destination)
-    manifest = verify_archive(archive)
     if destination.exists():
         raise ArchiveError(f"{destination}: already exists")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_folder(destination) as tmp, _open_zip(archive) as zf:
-        for info in _check_entries(archive, zf, manifest):  # checked again: the file may have changed
-            target = tmp.joinpath(*info.filename.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as out:
-                for chunk in _stream(archive, zf, info, manifest["members"][info.filename]):
-                    out.write(chunk)
-        (tmp / MANIFEST).write_bytes(zf.read(MANIFEST))
+    with _open_zip(archive) as zf:
+        manifest = _read_manifest(archive, zf)
+        infos = _check_entries(archive, zf, manifest)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(destination) as tmp:
+            for info in infos:  # each member's kind, size and sha256 are checked as it is written
+                target = tmp.joinpath(*info.filename.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:
+                    for chunk in _stream(archive, zf, info, manifest["members"][info.filename]):
+                        out.write(chunk)
+            (tmp / MANIFEST).write_bytes(zf.read(MANIFEST))
     return manifest
 
 

@@ -35,7 +35,7 @@ def install_archive(archive: str | os.PathLike, name: str | None = None, models:
     """Check ``archive`` and unpack it into the models folder as ``name`` (default: its manifest's
     name). Nothing is written unless the whole archive passes; an installed model of the same name
     is replaced only with ``force``, and then only once the new one is complete."""
-    manifest = verify_archive(archive)
+    manifest = verify_archive(archive)  # all of it, before the models folder is touched
     name = check_model_name(name or manifest.get("name"), archive)
     folder = models_folder(models)
     target = folder / name
