@@ -86,3 +86,11 @@ def test_missing_author_fields_are_marked(missing):
 def test_a_model_without_metrics_says_so():
     card = model_card(manifest(cross_validation=None, dataset=None, training_spacing=None))
     assert "No validation Dice was recorded for this model." in card and "Spacing seen" not in card
+    assert "- No validation was recorded; further limits" in card
+
+
+def test_recipe_shows_what_defined_the_run():
+    card = model_card(manifest(training={"iterations": 600, "epochs": 400, "num_folds": 5, "fold": None,
+                                         "include_background": False, "seed": 0}))  # fmt: skip
+    recipe = card[card.index("- Training settings:") :].split("\n")[0]
+    assert recipe == "- Training settings: iterations 600, include_background false, seed 0"

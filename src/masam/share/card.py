@@ -96,7 +96,12 @@ def _recipe_section(manifest: dict) -> list[str]:
     lines = ["## Recipe", "", f"- MA-SAM {model['arch']}, {base[sam['mode']]}",
              f"- FacT rank {model['fact_rank']}, scale {model['fact_scale']}; 3D adapters with kernel "
              f"{model.get('adapter_kernel')} over the slice axis", f"- Folds: {len(manifest['folds'])}"]  # fmt: skip
-    settings = ", ".join(f"{k} {json.dumps(train[k])}" for k in _RECIPE if train.get(k) not in (None, False, 0.0))
+    shown = [k for k in _RECIPE if train.get(k) is not None]
+    if train.get("iterations"):  # the step count wins over epochs
+        shown = [k for k in shown if k not in ("epochs", "stop_epoch")]
+    if train.get("fold") is None:
+        shown = [k for k in shown if k != "num_folds"]
+    settings = ", ".join(f"{k} {json.dumps(train[k])}" for k in shown)
     return [*lines, f"- Training settings: {settings}", ""]
 
 
@@ -105,8 +110,10 @@ def model_card(manifest: dict) -> str:
     card, name = manifest.get("card") or {}, manifest["name"]
     modality = (manifest.get("input") or {}).get("modality") or "images"
     limits = [f"- {line}" for line in card.get("limits") or []]
+    validated = "Validated only on the cross-validation above" if manifest.get("cross_validation") else (
+        "No validation was recorded")
     limits += [f"- Trained on {modality} only; other modalities give doubtful results (masam predict warns).",
-               f"- Validated only as far as the cross-validation above goes; further limits: {FILL}."]  # fmt: skip
+               f"- {validated}; further limits: {FILL}."]  # fmt: skip
     lines = [*_front_matter(manifest), f"# {name}", "",
              f"A masam (MA-SAM) model segmenting {', '.join(n for _, n in _classes(manifest))} in 3D {modality}.",
              "", "## Intended use", "", card.get("intended_use") or FILL, "",
