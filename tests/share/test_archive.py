@@ -32,7 +32,7 @@ def archive(tmp_path):
 def rewrite(source, target, change):
     """Copy ``source`` to ``target`` member by member through ``change(name, data) -> [(name, data)]``,
     bypassing masam's writer (as a tamperer would)."""
-    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zout:
         for info in zin.infolist():
             for name, data in change(info.filename, zin.read(info)):
                 zout.writestr(name, data)
@@ -89,6 +89,11 @@ TAMPERED = {
     "missing member": (lambda n, d: [] if n == "README.md" else [(n, d)], "'README.md' listed in manifest.json is "
                        "missing"),
     "no manifest": (lambda n, d: [] if n == MANIFEST else [(n, d)], "no manifest.json"),
+    "damaged manifest": (with_manifest(lambda m: m["members"]["README.md"].update(size="7")),
+                         "manifest.json is damaged: members must map names to their size and sha256"),
+    # a small member swapped for 64 MiB of zeros (a few KiB deflated); the reader stops past the listed size
+    "inflating member": (lambda n, d: [(n, bytes(64 << 20) if n == "README.md" else d)],
+                         "README.md.*differs from its sha256"),
 }  # fmt: skip
 
 

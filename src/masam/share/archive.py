@@ -130,9 +130,15 @@ def _read_manifest(archive: Path, zf: zipfile.ZipFile) -> dict:
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise ArchiveError(f"{archive}: archive format version {version!r}; this masam reads versions 1 to "
                            f"{FORMAT_VERSION} (a newer masam wrote it?)")  # fmt: skip
-    if not isinstance(manifest.get("members"), dict):
-        raise ArchiveError(f"{archive}: {MANIFEST} lists no members")
+    members = manifest.get("members")
+    if not isinstance(members, dict) or not all(_entry_ok(e) for e in members.values()):
+        raise ArchiveError(f"{archive}: {MANIFEST} is damaged: members must map names to their size and sha256")
     return manifest
+
+
+def _entry_ok(entry) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("size"), int) and entry["size"] >= 0
+            and isinstance(entry.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None)
 
 
 def _check_entries(archive: Path, zf: zipfile.ZipFile, manifest: dict) -> list[zipfile.ZipInfo]:
@@ -168,6 +174,8 @@ def _stream(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, expected:
                     first = False
                 digest.update(chunk)
                 size += len(chunk)
+                if size > expected["size"]:  # stop at once, not after inflating a zip bomb
+                    break
                 yield chunk
     except (zipfile.BadZipFile, OSError, EOFError) as err:  # a CRC error is a damaged archive
         raise ArchiveError(f"{archive}: member {info.filename!r} is damaged: {err}") from None
