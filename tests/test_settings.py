@@ -84,7 +84,7 @@ def test_flags_read_right_and_name_their_value(capsys):
 
 def test_other_commands_are_generated_with_their_defaults(capsys):
     assert set(COMMANDS) == {"convert", "prepare", "preprocess", "predict", "evaluate", "train", "demo", "params",
-                             "ensemble", "postprocess", "report", "check"}  # fmt: skip
+                             "ensemble", "postprocess", "report", "check", "export", "install"}  # fmt: skip
     assert "{btcv,prostate,endovis} SRC DST" in " ".join(_help(capsys, "prepare").split())  # positionals
     assert "(default: report.html)" in _help(capsys, "report")
     assert "(default: .nii.gz)" in _help(capsys, "ensemble")
@@ -92,6 +92,8 @@ def test_other_commands_are_generated_with_their_defaults(capsys):
     assert "(default: metrics.json in the current folder)" in _help(capsys, "evaluate")
     assert "(default: 600)" in _help(capsys, "demo")
     assert "(default: 3)" in _help(capsys, "params")  # ModelConfig's class count, declared once
+    assert "(default: reference)" in _help(capsys, "export") and "(default: torch)" in _help(capsys, "predict")
+    assert "$MASAM_MODELS, else ~/.masam/models" in " ".join(_help(capsys, "install").split())
 
 
 def test_list_settings_take_one_or_more_values():

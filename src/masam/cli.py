@@ -21,6 +21,7 @@ from .eval.config import EvaluateConfig, ReportConfig
 from .infer.config import EnsembleConfig, PostprocessConfig, PredictConfig
 from .model.config import ConvertConfig, ParamsConfig
 from .options import add_settings, given_settings, settings_from
+from .share.config import ExportConfig, InstallConfig
 from .threads import ThreadConfig, apply_threads, busy_warning, default_workers, resolve_threads
 from .train.config import TrainConfig, TrainSession, resolve_train_config, resume_train_config
 from .train.feedback import end_summary
@@ -73,13 +74,16 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .infer.run import load_predictor, predict_inputs
     from .infer.shard import gather, process_group, rank_device
+    from .share import resolved_models
+    from .share.onnx_export import onnx_engine
 
     c = _settings(PredictConfig, args)
-    with process_group(c.device) as (world, rank):
+    engine, precision = (onnx_engine, "fp32") if c.engine == "onnxruntime" else (None, c.precision)
+    with resolved_models(list(c.model), c.sam_checkpoint) as (models, sam), process_group(c.device) as (world, rank):
         predictor = load_predictor(
-            list(c.model), c.sam_checkpoint, tta=c.tta, postprocessing=c.postprocessing, modality=c.modality,
-            device=rank_device(c.device), batch_size=c.batch_size, precision=c.precision, stride=c.stack_stride,
-            image_size=c.image_size,
+            models, sam, tta=c.tta, postprocessing=c.postprocessing, modality=c.modality,
+            device=rank_device(c.device), batch_size=c.batch_size, precision=precision, stride=c.stack_stride,
+            image_size=c.image_size, engine=engine,
         )  # fmt: skip
         if rank == 0:  # issue 28: the models used and the post-processing, before any work
             print("\n".join(predictor.description))
@@ -255,6 +259,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# issue 26: one archive per model, installed and predicted with offline
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .share.export import export_archive, export_card
+
+    c = _settings(ExportConfig, args)
+    if c.card_only:
+        print(export_card(c))
+        return
+    if c.output is None:
+        raise InputError("-o is needed: the archive to write (or --card-only to print the model card)")
+    if c.format == "monai-bundle":
+        from .share.monai_bundle import export_bundle
+
+        path = export_bundle(c)
+    else:
+        path, _ = export_archive(c)
+    print(f"wrote {path}")
+
+
+def _cmd_install(args: argparse.Namespace) -> None:
+    from .share import install_archive
+
+    c = _settings(InstallConfig, args)
+    target, manifest = install_archive(c.archive, c.name, c.models, c.force)
+    print(f"installed {manifest.get('name')} into {target}; predict with: masam predict -m {target.name} -i ... -o ...")
+
+
 T = ThreadConfig  # issue 28: every command that computes takes --threads
 
 # name -> (help, settings dataclasses whose fields become options, handler)
@@ -288,6 +319,11 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
     ),
     "train": ("fine-tune MA-SAM on a dataset in the nnU-Net layout", (TrainConfig, TrainSession, T), _cmd_train),
     "demo": ("generate a phantom dataset, train vit_tiny on the CPU, predict and evaluate", (DemoConfig, T), _cmd_demo),
+    "export": (
+        "write a trained model (every fold, settings, metrics, a model card) to one archive", (ExportConfig,),
+        _cmd_export,
+    ),
+    "install": ("check a model archive and install it for masam predict -m NAME", (InstallConfig,), _cmd_install),
     "params": ("print total and trainable parameters per part of a model", (ParamsConfig,), _cmd_params),
 }
 

@@ -8,6 +8,8 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import masam
 from masam.model.checkpoint import CheckpointError, read_weights, save_weights
@@ -163,3 +165,29 @@ def test_cuda_without_gpu_says_so():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         masam.load_model(arch="vit_tiny", num_classes=2, image_size=64, device="cuda")
+
+
+def test_sam_base_file_replaces_the_checkpoint(tiny_sam, tmp_path):
+    """Issue 26: the frozen encoder alone, as safetensors, loads a fine-tuned model like SAM's file."""
+    from masam.model.sam_format import read_torch_file, save_sam_base
+
+    model = masam.load_model(tiny_sam, num_classes=2, image_size=64, rank=4)
+    with torch.no_grad():
+        for _name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    weights = tmp_path / "w.safetensors"
+    save_weights(model, weights)
+    base = tmp_path / "sam_base.safetensors"
+    fingerprint = save_sam_base(read_torch_file(tiny_sam), base)
+    assert fingerprint == read_weights(weights)[1]["base_fingerprint"]
+    with safe_open(str(base), framework="pt") as f:
+        keys = set(f.keys())
+    assert keys and all(k.startswith("image_encoder.") for k in keys)
+    assert not any("mask_decoder" in k or "fact" in k or "adapter" in k for k in keys)
+    assert torch.equal(_logits(model), _logits(masam.load_model(base, weights)))
+    tensors = load_file(str(base))
+    tensors["image_encoder.patch_embed.proj.weight"] += 1.0  # same header, other values
+    save_file(tensors, str(base), metadata={"masam_sam_base": "masam-sam-base", "fingerprint": fingerprint})
+    with pytest.raises(CheckpointError, match="do not match its fingerprint"):
+        masam.load_model(base, weights)

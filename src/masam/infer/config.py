@@ -12,8 +12,9 @@ from .predictor import PREDICTION_MODES
 @dataclass
 class PredictConfig:
     model: list[str] = setting(
-        help="run folders (their best model), weights files, or a folder of fold runs; several: an ensemble "
-        "(softmax probabilities averaged)", group="files", short="-m",
+        help="run folders (their best model), weights files, a folder of fold runs, a model archive (masam "
+        "export) or an installed model's name; several: an ensemble (softmax probabilities averaged)",
+        group="files", short="-m",
     )  # fmt: skip
     input: str = setting(help="an image, a folder of images, or a video frame folder", group="files", short="-i")
     output: str = setting(help="output folder", group="files", short="-o")
@@ -57,6 +58,11 @@ class PredictConfig:
     tta: bool = setting(
         False, "test-time mirroring: probabilities averaged over the 8 flips of rows, columns and slices (8x "
         "the time)", "runtime",
+    )  # fmt: skip
+    # issue 26: the ONNX graphs of an archive exported with --format onnx
+    engine: str = setting(
+        "torch", "torch; onnxruntime: the model's ONNX graphs (masam export --format onnx), float32, same "
+        "preparation and aggregation", "runtime", choices=("torch", "onnxruntime"),
     )  # fmt: skip
     postprocessing: bool = setting(
         True, "do not apply the run's postprocessing.json (masam postprocess)", "runtime",

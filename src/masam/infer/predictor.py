@@ -149,6 +149,9 @@ class Predictor:
         # post-processing), printed before any work; and how many models are averaged
         self.description: list[str] = []
         self.ensemble_size = 1
+        # issue 26: another engine for the forward pass (e.g. onnxruntime), a callable with the
+        # signature and result of forward_stacks; preparation and aggregation stay the same.
+        self.engine = None
 
     @classmethod
     def from_files(
@@ -191,6 +194,8 @@ class Predictor:
     def forward_stacks(self, stacks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
         """Softmax probabilities ``[B, D, K+1, S, S]`` (float32) of stacks ``[B, D, 3, S, S]`` with
         ``boxes`` ``[B, D, 4]`` in model pixels (NaN rows: no target) or None, halving the batch on OOM."""
+        if self.engine is not None:
+            return self.engine(stacks, boxes)
         try:
             with torch.no_grad(), self._autocast():
                 logits = self.model(stacks.to(self.device), None if boxes is None else boxes.to(self.device))["logits"]

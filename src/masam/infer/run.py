@@ -386,12 +386,15 @@ def load_predictor(
     *,
     tta: bool = False,
     postprocessing: bool = True,
+    engine=None,
     **kwargs,
 ) -> Predictor:
     """The predictor of ``masam predict``: one model, or an ensemble whose softmax probabilities are
     averaged before the argmax (models must share classes and input spec), with test-time mirroring
     when ``tta``, and the run's ``postprocessing.json`` applied when ``postprocessing`` and present
-    (read beside the first model). ``kwargs``: as :meth:`Predictor.from_files`."""
+    (read beside the first model). ``engine``: None (PyTorch), or a function from a model path to
+    the forward function each predictor runs instead (:attr:`Predictor.engine`, issue 26).
+    ``kwargs``: as :meth:`Predictor.from_files`."""
     from .ensemble import EnsembleError, check_compatible, mean_probs_fn, model_spec, volume_probs_fn
     from .postprocess import POSTPROCESSING_FILE, PostprocessingError, read_postprocessing
     from .predictor import find_weights
@@ -399,6 +402,8 @@ def load_predictor(
 
     paths = model_paths(models)
     predictors = [Predictor.from_files(p, sam_checkpoint, **kwargs) for p in paths]
+    for path, predictor in zip(paths, predictors):
+        predictor.engine = engine(path) if engine is not None else None
     main = predictors[0]
     try:
         check_compatible({str(p): model_spec(pr.model) for p, pr in zip(paths, predictors)})

@@ -20,7 +20,15 @@ from .build import ARCHS, ModelConfig, build_model
 from .masam import MASAM
 from .masam_format import header_input_spec, is_safetensors, load_own_tensors, read_weights, save_weights
 from .original_format import convert_original_state, is_original_masam
-from .sam_format import infer_arch, is_official_sam, load_sam_weights, read_torch_file, sam_class_count
+from .sam_format import (
+    infer_arch,
+    is_official_sam,
+    is_sam_base_file,
+    load_sam_weights,
+    read_sam_base,
+    read_torch_file,
+    sam_class_count,
+)
 
 __all__ = [
     "CheckpointError",
@@ -36,14 +44,16 @@ _FRESH_OPTIONS = {"fact_dropout", "adapter_kernel", "slices", "label_names", "ad
 
 
 class _Sam:
-    """A SAM checkpoint read once: its path, tensors and arch (all None without one)."""
+    """A SAM checkpoint read once: its path, tensors and arch (all None without one). Also a SAM
+    base file (:func:`.sam_format.save_sam_base`: the frozen encoder only, as a shared model carries it)."""
 
     def __init__(self, path: str | os.PathLike | None, arch: str | None) -> None:
-        self.path, self.state, self.arch = path, None, None
+        self.path, self.state, self.arch, self.base_only = path, None, None, False
         if path is None:
             return
-        self.state = read_torch_file(path)
-        if not is_official_sam(self.state):
+        self.base_only = Path(path).is_file() and is_safetensors(path) and is_sam_base_file(path)
+        self.state = read_sam_base(path) if self.base_only else read_torch_file(path)
+        if not self.base_only and not is_official_sam(self.state):
             hint = " (an original MA-SAM file: pass it as weights)" if is_original_masam(self.state) else ""
             raise CheckpointError(f"{path}: not a SAM checkpoint{hint}")
         self.arch = infer_arch(self.state, path)
@@ -72,6 +82,8 @@ def _fresh_model(sam: _Sam, arch: str | None, num_classes: int | None, sizes: di
         config = ModelConfig(arch, num_classes=num_classes, pretrained_encoder=False, **sizes, **options)
         return build_model(config)
     if num_classes is None:
+        if sam.base_only:
+            raise ConfigError(f"{sam.path}: a SAM base file holds no decoder head: give num_classes")
         num_classes = sam_class_count(sam.state)
     model = build_model(ModelConfig(sam.arch, num_classes=num_classes, **sizes, **options))
     model.base_fingerprint = sam.load_into(model)

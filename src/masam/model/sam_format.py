@@ -2,6 +2,10 @@
 arch, and loading SAM's weights as the frozen base, resized to the model's image size.
 
 PyTorch files are only ever read with ``torch.load(..., weights_only=True)``.
+
+A SAM base may also come as safetensors (:func:`save_sam_base`): only the frozen image-encoder
+tensors a fine-tuned model takes from SAM, as they are in the SAM file, so that a shared model can
+carry its base without a pickle (issue 26).
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from ..errors import CheckpointError
+from ..fileio import atomic_path
 from .build import ARCHS
 from .masam import MASAM, is_pretrained_encoder_weight
 
@@ -155,3 +162,45 @@ def load_sam_weights(model: MASAM, state: dict[str, torch.Tensor], path: str | o
         raise CheckpointError(f"{path}: {len(missing)} image-encoder tensors are missing, e.g. {missing[0]!r}")
     model.load_state_dict(selected, strict=False)
     return base_fingerprint(state)
+
+
+SAM_BASE_FORMAT = "masam-sam-base"  # the safetensors metadata of a SAM base file
+_BASE_KEY = "masam_sam_base"
+
+
+def sam_base_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a SAM state dict that a fine-tuned model keeps frozen (the pre-trained image
+    encoder, unresized): what :func:`base_fingerprint` covers and :func:`load_sam_weights` needs."""
+    return {k: v for k, v in state.items() if k.startswith("image_encoder.") and is_pretrained_encoder_weight(k)}
+
+
+def save_sam_base(state: dict[str, torch.Tensor], path: str | os.PathLike) -> str:
+    """Write :func:`sam_base_tensors` of ``state`` as safetensors (atomically); returns the base
+    fingerprint, which is also stored in the file's metadata."""
+    base = {k: v.detach().to("cpu").contiguous().clone() for k, v in sam_base_tensors(state).items()}
+    fingerprint = base_fingerprint(base)
+    with atomic_path(path) as tmp:
+        save_file(base, str(tmp), metadata={_BASE_KEY: SAM_BASE_FORMAT, "fingerprint": fingerprint})
+    return fingerprint
+
+
+def is_sam_base_file(path: str | os.PathLike) -> bool:
+    """True for a file written by :func:`save_sam_base` (a safetensors header with its marker)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return (f.metadata() or {}).get(_BASE_KEY) == SAM_BASE_FORMAT
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
+def read_sam_base(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a SAM base file; refused when its values do not give the fingerprint it states."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            stated = (f.metadata() or {}).get("fingerprint")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable SAM base file (truncated or corrupt?): {err}") from None
+    if "image_encoder.patch_embed.proj.weight" not in state or base_fingerprint(state) != stated:
+        raise CheckpointError(f"{path}: a SAM base file whose tensors do not match its fingerprint (damaged?)")
+    return state
