@@ -88,12 +88,18 @@ def test_original_file_key_order_does_not_matter_and_converts(tiny_sam, tmp_path
     assert torch.equal(_logits(a), _logits(c))
 
 
-def test_round_trip_of_our_format_with_metadata(tiny_sam, tmp_path):
+def _tuned_model(tiny_sam):
+    """A model from the tiny SAM file whose trainable weights moved away from their start."""
     model = masam.load_model(tiny_sam, num_classes=2, image_size=64, rank=4)
     with torch.no_grad():
         for _name, p in model.named_parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def test_round_trip_of_our_format_with_metadata(tiny_sam, tmp_path):
+    model = _tuned_model(tiny_sam)
     path = tmp_path / "w.safetensors"
     save_weights(model, path, metadata={"modality": "CT", "window": [-200, 250]})
     tensors, header = read_weights(path)
@@ -171,11 +177,7 @@ def test_sam_base_file_replaces_the_checkpoint(tiny_sam, tmp_path):
     """Issue 26: the frozen encoder alone, as safetensors, loads a fine-tuned model like SAM's file."""
     from masam.model.sam_format import read_torch_file, save_sam_base
 
-    model = masam.load_model(tiny_sam, num_classes=2, image_size=64, rank=4)
-    with torch.no_grad():
-        for _name, p in model.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
+    model = _tuned_model(tiny_sam)
     weights = tmp_path / "w.safetensors"
     save_weights(model, weights)
     base = tmp_path / "sam_base.safetensors"
