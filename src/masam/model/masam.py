@@ -92,21 +92,77 @@ class MASAM(nn.Module):
         return self.image_encoder(x.reshape(b * d, 3, h, w), d)
 
     def decode(
-        self, embeddings: torch.Tensor, batch: int, boxes: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        batch: int,
+        boxes: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Masks from image embeddings ``[B * D, 256, h, w]``; see :meth:`forward` for the output."""
+        """Masks from image embeddings ``[B * D, 256, h, w]``; see :meth:`forward` for the output.
+        ``points`` ``[B, D, N, 3]`` and ``masks`` ``[B, D, 1, 4h, 4w]``: see :meth:`decode_rows`."""
         n = embeddings.shape[0]
         slices = n // batch
         if boxes is not None:
             if boxes.shape != (batch, slices, 4):
                 raise ValueError(f"expected boxes [B, D, 4] = {[batch, slices, 4]}, got {list(boxes.shape)}")
             boxes = boxes.reshape(n, 4).to(embeddings.dtype)
-        sparse, dense = self.prompt_encoder(boxes=boxes, batch_size=1)
-        logits, iou = self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense)
+        if points is None and masks is None:  # one decoder call for the whole batch (boxes or nothing)
+            sparse, dense = self.prompt_encoder(boxes=boxes, batch_size=1)
+            logits, iou = self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense)
+        else:
+            flat_points = None if points is None else points.reshape(n, *points.shape[2:])
+            flat_masks = None if masks is None else masks.reshape(n, *masks.shape[2:])
+            logits, iou = self.decode_rows(embeddings, boxes, flat_points, flat_masks)
         return {
             "logits": logits.reshape(batch, slices, *logits.shape[1:]),
             "iou_predictions": iou.reshape(batch, slices, -1),
         }
+
+    def decode_rows(
+        self,
+        embeddings: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[n, K+1, S, S]`` and IoU predictions ``[n, K+1]`` of ``n`` slice embeddings
+        ``[n, 256, h, w]``, each slice with its own prompts (issue 22):
+
+        - ``boxes`` ``[n, 4]`` (NaN row: prompted, no target: two not-a-point tokens, unless the
+          slice has points, which then stand alone);
+        - ``points`` ``[n, N, 3]`` (x, y, label) in input pixels, label 1 include, 0 exclude, -1 none
+          (the real points first); a slice's points without a box get SAM's one padding point;
+        - ``masks`` ``[n, 1, 4h, 4w]`` dense mask prompts (a NaN row: none, the no-mask embedding).
+
+        Slices are decoded in groups of one prompt layout, so a slice's result depends only on its
+        own prompts, never on what else is in the batch."""
+        n = embeddings.shape[0]
+        count = (points[..., 2] >= 0).sum(-1) if points is not None else embeddings.new_zeros(n, dtype=torch.long)
+        box_kind = torch.zeros(n, dtype=torch.long, device=embeddings.device)
+        if boxes is not None:
+            finite = torch.isfinite(boxes).all(-1)
+            box_kind = torch.where(finite, 2, torch.where(count > 0, 0, 1))
+        has_mask = torch.zeros_like(box_kind, dtype=torch.bool)
+        if masks is not None:
+            has_mask = torch.isfinite(masks).flatten(1).all(-1)
+        keys = torch.stack([count.to(box_kind.device), box_kind, has_mask.long()], 1)
+        logits = iou = None
+        for key in torch.unique(keys, dim=0):
+            rows = (keys == key).all(1).nonzero().flatten()
+            k, kind, with_mask = (int(v) for v in key)
+            prompts = {
+                "points": (points[rows, :k, :2], points[rows, :k, 2]) if k else None,
+                "boxes": boxes[rows].to(embeddings.dtype) if kind else None,
+                "masks": masks[rows].to(embeddings.dtype) if with_mask else None,
+            }
+            sparse, dense = self.prompt_encoder(**prompts, batch_size=len(rows))
+            part, part_iou = self.mask_decoder(embeddings[rows], self.prompt_encoder.get_dense_pe(), sparse, dense)
+            if logits is None:
+                logits = part.new_empty((n, *part.shape[1:]))
+                iou = part_iou.new_empty((n, *part_iou.shape[1:]))
+            logits[rows], iou[rows] = part, part_iou
+        return logits, iou
 
     def forward(
         self, x: torch.Tensor, boxes: torch.Tensor | None = None, prompted: torch.Tensor | None = None
