@@ -390,7 +390,7 @@ class Predictor:
         slices, axis = prepare_image(volume, self.normalization, size)
         n = slices.shape[0]
         rows, cols = to_slices(volume, axis)[0].shape[-2:]
-        box_tensor = _box_tensor(boxes, n, (rows, cols), size) if boxes else None
+        box_tensor = box_tensor_of(boxes, n, (rows, cols), size) if boxes else None
         point_tensor = point_tensor_of(points, n, (rows, cols), size) if points else None
         labels = np.zeros((n, rows, cols), np.uint8)
         num_out = self.model.config.num_classes + 1
@@ -472,7 +472,7 @@ def _as_volume(image, spacing, origin, direction) -> Volume:
     return read_volume(image)
 
 
-def _box_tensor(boxes: dict[int, list[float]], n: int, plane: tuple[int, int], size: int) -> torch.Tensor:
+def box_tensor_of(boxes: dict[int, list[float]], n: int, plane: tuple[int, int], size: int) -> torch.Tensor:
     """Boxes in voxels of the ``(rows, cols)`` slice -> ``[n, 4]`` in model pixels (NaN: no box)."""
     rows, cols = plane
     out = torch.full((n, 4), float("nan"))
