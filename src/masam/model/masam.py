@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .correction import mask_prompt
 from .image_encoder import ImageEncoderViT3D
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -165,13 +166,23 @@ class MASAM(nn.Module):
         return logits, iou
 
     def forward(
-        self, x: torch.Tensor, boxes: torch.Tensor | None = None, prompted: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        prompted: torch.Tensor | None = None,
+        correction=None,
     ) -> dict[str, torch.Tensor]:
         """``x`` ``[B, D, 3, S, S]``; ``boxes`` ``[B, D, 4]`` (NaN rows: prompted, no target on that
         slice) or None; ``prompted`` ``[B]`` bool: which samples get their boxes (None: all), the
         others are decoded with no prompt tokens (prompt dropout, issue 14). Here rather than in the
         trainer so that DistributedDataParallel sees one forward call. Returns ``logits``
-        ``[B, D, K+1, S/4, S/4]`` and ``iou_predictions`` ``[B, D, K+1]``."""
+        ``[B, D, K+1, S/4, S/4]`` and ``iou_predictions`` ``[B, D, K+1]``.
+
+        ``correction`` (issue 22, training with simulated clicks, e.g.
+        :class:`masam.train.clicks.SimulatedClicks`): the encoder runs once and the decoder
+        ``correction.rounds`` times (:meth:`forward_rounds`); ``rounds`` holds every round's logits."""
+        if correction is not None:
+            return self.forward_rounds(x, boxes, prompted, correction)
         if boxes is None or prompted is None or bool(prompted.all()):
             return self.decode(self.encode(x), x.shape[0], boxes)
         if not bool(prompted.any()):
@@ -189,6 +200,48 @@ class MASAM(nn.Module):
             merged[~keep] = without[key]
             out[key] = merged
         return out
+
+
+    def forward_rounds(
+        self, x: torch.Tensor, boxes: torch.Tensor | None, prompted: torch.Tensor | None, correction
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Correction rounds on one encoding: round 0 decodes the prompted samples with their boxes
+        and ``correction.first()`` points (an unprompted sample with nothing: its automatic
+        prediction); each next round adds ``correction.next(logits)`` (one click per slice, from
+        the last round's detached logits) and gives the last round's prediction as the mask prompt."""
+        b, d = x.shape[:2]
+        n = b * d
+        embeddings = self.encode(x)
+        keep = torch.ones(b, dtype=torch.bool, device=x.device) if prompted is None else prompted.to(x.device)
+        keep_rows = keep.repeat_interleave(d)
+        flat_boxes = None if boxes is None else boxes.reshape(n, 4).to(embeddings.dtype)
+        points = correction.first()
+        logits, rounds = None, []
+        for r in range(correction.rounds):
+            if r > 0:
+                new = correction.next(logits.detach())
+                points = new if points is None else torch.cat([points, new], 2)
+            masks = None
+            if logits is not None:
+                size = self.prompt_encoder.mask_input_size
+                masks = mask_prompt(logits.detach().flatten(0, 1), correction.label, size).to(embeddings.dtype)
+            flat_points = None if points is None else points.reshape(n, *points.shape[2:])
+            flat = embeddings.new_empty(0)
+            for rows, boxed in ((keep_rows, flat_boxes is not None), (~keep_rows, False)):
+                if not bool(rows.any()):
+                    continue
+                part, _ = self.decode_rows(  # unprompted samples get no box tokens
+                    embeddings[rows],
+                    flat_boxes[rows] if boxed else None,
+                    None if flat_points is None else flat_points[rows],
+                    None if masks is None else masks[rows],
+                )
+                if flat.numel() == 0:
+                    flat = part.new_empty((n, *part.shape[1:]))
+                flat[rows] = part
+            logits = flat.reshape(b, d, *flat.shape[1:])
+            rounds.append(logits)
+        return {"logits": logits, "rounds": rounds}
 
 
 def count_parameters(model: nn.Module) -> dict[str, dict[str, int]]:
