@@ -163,3 +163,22 @@ def test_world_clicks_and_bad_clicks(volume):
     with pytest.raises(Exception, match="session: point 1 .* lies outside the image"):
         session.add_points([[20, 18, 9, 1]])
     assert torch.is_tensor(session._embeddings[0])
+
+
+def test_the_starting_map_is_the_automatic_prediction_or_empty(volume):
+    predictor = predictor_with(**CLICK_MODEL)
+    with torch.no_grad():  # the background's hypernetwork near the lesion's: the automatic map holds the lesion
+        background, lesion = (predictor.model.mask_decoder.output_hypernetworks_mlps[c].layers[-1] for c in (0, 2))
+        background.weight.copy_(lesion.weight + 0.3 * torch.randn_like(lesion.weight))
+        background.bias.copy_(lesion.bias)
+    automatic = Session(predictor)
+    automatic.set_image(volume, background=False)
+    expected = predictor.predict(volume).labels
+    assert (expected == 2).any() and np.array_equal(automatic.result(), expected)
+    empty = Session(predictor, base="empty")
+    empty.set_image(volume, background=False)
+    assert not empty.result().any()
+    box_only = predictor_with(prompt="box", box_label=2)
+    with pytest.raises(Exception, match="base='automatic' needs a model trained to segment unprompted"):
+        Session(box_only, base="automatic")
+    assert Session(box_only).base == "empty"

@@ -132,3 +132,22 @@ def test_training_with_clicks_runs_and_its_settings_reach_prediction(tmp_path, c
         assert [meta[k] for k in ("prompt", "box_label", "prompt_dropout", "click_rounds")] == [mode, 1, 0.5, 3]
         assert predictor.click_feedback and predictor.segments_unprompted
 
+
+
+def test_the_3d_error_point_is_the_deepest_of_the_largest_3d_region():
+    from masam.train.clicks import largest_error_point
+
+    zz, yy, xx = np.mgrid[:7, :12, :13]
+    target = ((zz - 3) / 3) ** 2 + ((yy - 6) / 4) ** 2 + ((xx - 5) / 4) ** 2 <= 1
+    prediction = target.copy()
+    prediction[:, :, 6:] = False  # misses half the target: one large error region
+    prediction[0, 0, 0] = True  # and one false positive voxel
+    (z, y, x), label = largest_error_point(prediction, target)
+    region = target & ~prediction
+    outside = np.argwhere(~np.pad(region, 1)) - 1  # every voxel outside, the ring around the image included
+
+    def depth(point):
+        return np.sqrt(((outside - np.array(point)) ** 2).sum(1)).min()
+
+    best = max(depth(p) for p in zip(*np.nonzero(region), strict=True))
+    assert region[z, y, x] and label == 1 and math.isclose(depth((z, y, x)), best)

@@ -69,19 +69,23 @@ class Session:
     writes it as ``masam predict`` does.
 
     ``object``: the label value an object's target is written with (default: the model's
-    ``box_label``, else 1); several objects are kept apart. Where nothing is prompted the label map
-    is the model's automatic prediction when it segments without a prompt (prompt dropout), else
-    background, as ``masam predict``. ``start="automatic"``: a slice's first click corrects the
-    automatic prediction (given as the mask prompt) rather than starting from nothing."""
+    ``box_label``, else 1); several objects are kept apart. ``base``: the label map where nothing
+    is prompted, "automatic" (the model's own prediction) or "empty"; by default automatic when
+    the model segments without a prompt (prompt dropout), else empty, as ``masam predict``.
+    ``start="automatic"``: a slice's first click corrects the automatic prediction (given as the
+    mask prompt) rather than starting from nothing."""
 
-    def __init__(self, predictor: Predictor, *, start: str = "empty") -> None:
-        if start not in ("empty", "automatic"):
-            raise InputError(f"start must be 'empty' or 'automatic', got {start!r}")
-        if start == "automatic" and not predictor.segments_unprompted:
-            raise InputError("start='automatic' needs a model trained to segment without a prompt (prompt dropout)")
+    def __init__(self, predictor: Predictor, *, start: str = "empty", base: str | None = None) -> None:
+        base = base or ("automatic" if predictor.segments_unprompted else "empty")
+        for name, value in (("start", start), ("base", base)):
+            if value not in ("empty", "automatic"):
+                raise InputError(f"{name} must be 'empty' or 'automatic', got {value!r}")
+            if value == "automatic" and not predictor.segments_unprompted:
+                raise InputError(f"{name}='automatic' needs a model trained to segment unprompted (prompt dropout)")
         self.predictor = predictor
         self.model = predictor.model
         self.start = start
+        self.base = base
         self.volume: Volume | None = None
         self._embeddings: dict[int, torch.Tensor] = {}
         self._lock = threading.Lock()
@@ -120,7 +124,7 @@ class Session:
         self.objects: dict[int, dict[int, SliceState]] = {}
         self._history: list[tuple[int, dict[int, SliceState | None]]] = []
         self._base = np.zeros((self.n, *self.plane), np.uint8)
-        self._base_done = np.full(self.n, not self.predictor.segments_unprompted)
+        self._base_done = np.full(self.n, self.base == "empty")
         self.labels = self._base.copy()
         focus = self.n // 2 if focus is None else int(np.clip(focus, 0, self.n - 1))
         first = sorted({c for c, _ in self._coverage[focus]})

@@ -18,10 +18,10 @@ FIRST_CLICK_DEPTH = 0.5
 
 
 def border_distance(region: np.ndarray) -> np.ndarray:
-    """Euclidean distance ``[H, W]`` of each pixel of ``region`` to the nearest pixel outside it,
-    the image's edge counting as outside (0 outside the region)."""
+    """Euclidean distance (in pixels) of each pixel of ``region`` (any dimension) to the nearest
+    pixel outside it, the image's edge counting as outside (0 outside the region)."""
     padded = np.pad(region, 1)
-    return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+    return ndimage.distance_transform_edt(padded)[(slice(1, -1),) * region.ndim]
 
 
 def first_click(target: np.ndarray, rng: np.random.Generator) -> tuple[float, float, int]:
@@ -37,10 +37,10 @@ def first_click(target: np.ndarray, rng: np.random.Generator) -> tuple[float, fl
     return float(cols[pick]), float(rows[pick]), 1
 
 
-def correction_click(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float, int] | None:
-    """``(x, y, label)`` on one slice: the point of the largest connected error region (pixels
-    where ``prediction`` and ``target`` ``[H, W]`` bool differ; 4-connected) farthest from that
-    region's border (the first such point in row-major order); label 1 where the target was missed,
+def largest_error_point(prediction: np.ndarray, target: np.ndarray) -> tuple[tuple[int, ...], int] | None:
+    """``(index, label)``: the point of the largest connected error region (where ``prediction``
+    and ``target`` bool arrays of any dimension differ; face-connected) farthest from that
+    region's border (the first such point in C order), and 1 where the target was missed there,
     0 where the prediction is wrong. None when there is no error."""
     error = prediction != target
     if not error.any():
@@ -50,8 +50,17 @@ def correction_click(prediction: np.ndarray, target: np.ndarray) -> tuple[float,
     sizes[0] = 0
     largest = regions == int(sizes.argmax())
     depth = border_distance(largest)
-    row, col = np.unravel_index(int(depth.argmax()), depth.shape)
-    return float(col), float(row), int(target[row, col])
+    index = tuple(int(i) for i in np.unravel_index(int(depth.argmax()), depth.shape))
+    return index, int(target[index])
+
+
+def correction_click(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float, int] | None:
+    """``(x, y, label)`` on one slice ``[H, W]``: :func:`largest_error_point` (None: no error)."""
+    found = largest_error_point(prediction, target)
+    if found is None:
+        return None
+    (row, col), label = found
+    return float(col), float(row), label
 
 
 def next_click(prediction: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[float, float, int]:
