@@ -45,9 +45,12 @@ CLICK_MODEL = {"prompt": "box+points", "box_label": 2, "prompt_dropout": 0.5, "c
 CLICKS = [[20, 18, 3, 1], [30, 25, 3, 0], [12, 30, 5, 1], [22, 20, 3, 1]]
 
 
-@pytest.mark.parametrize("metadata", [CLICK_MODEL, {"prompt": "points", "box_label": 2}])
-def test_the_sessions_result_is_the_predictors_for_the_same_prompts(volume, metadata):
+@pytest.mark.parametrize(
+    "metadata, stride", [(CLICK_MODEL, 1), ({"prompt": "points", "box_label": 2}, 1), (CLICK_MODEL, 5)]
+)
+def test_the_sessions_result_is_the_predictors_for_the_same_prompts(volume, metadata, stride):
     predictor = predictor_with(**metadata)
+    predictor.stride = stride  # 5: the fast mode, stacks tiling the volume
     box = (8, 6, 2, 40, 34, 4)
     expected = predictor.predict(volume, boxes=Box3D(box), points=CLICKS).labels
     assert (expected != predictor.predict(volume, boxes=Box3D(box)).labels).sum() > 30  # the clicks matter

@@ -165,6 +165,9 @@ class Session:
 
     def _embedding(self, c: int) -> torch.Tensor:
         """The image embeddings ``[D, 256, h, w]`` of stack ``c`` (its index in :attr:`centres`)."""
+        ready = self._embeddings.get(c)
+        if ready is not None:  # no lock: a click must not wait for the background's current stack
+            return ready
         with self._lock:
             if c not in self._embeddings:
                 idx = torch.from_numpy(stack_indices(self.n, self.centres[c], self.predictor.slices))
