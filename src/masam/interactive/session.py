@@ -322,8 +322,8 @@ class Session:
 
     def _target(self, logits: torch.Tensor, label: int | None) -> np.ndarray:
         """The object's mask ``[rows, cols]`` (class ``label``; None: any foreground)."""
-        classes = self._probabilities(logits).argmax(0)
-        return (classes > 0 if label is None else classes == label).cpu().numpy()
+        classes = _argmax(self._probabilities(logits))
+        return classes > 0 if label is None else classes == label
 
     def _centre_target(self, s: int, box: list[float], label: int | None) -> np.ndarray:
         """Slice ``s``'s target given ``box`` from the stack centred on it alone (propagation's
@@ -348,7 +348,7 @@ class Session:
         if not self._base_done[s]:
             with torch.no_grad(), self.predictor._autocast():
                 logits = self.model.decode_rows(self._rows(s))[0].float()
-            self._base[s] = self._probabilities(logits).argmax(0).to(torch.uint8).cpu().numpy()
+            self._base[s] = _argmax(self._probabilities(logits))
             self._base_done[s] = True
             if not self.objects_on(s):
                 self.labels[s] = self._base[s]
@@ -374,14 +374,19 @@ class Session:
         return Change(self.axis, tuple(sorted(touched)), self._bounds(changed))
 
     def _bounds(self, changed: list[tuple[int, np.ndarray]]):
+        """The changed voxels' corners in the input's array order, from the changed slices alone
+        (the slice index goes back to the slice axis, as :func:`labels_from_slices` moves it)."""
         if not changed:
             return None
-        diff = np.zeros(self.labels.shape, bool)
+        lows, highs = [], []
         for s, where in changed:
-            diff[s] = where
-        diff = labels_from_slices(diff, self.axis, self.volume.is_video)
-        found = np.nonzero(diff)
-        return tuple(int(i.min()) for i in found), tuple(int(i.max()) for i in found)
+            rows, cols = np.nonzero(where)
+            lows.append((s, rows.min(), cols.min()))
+            highs.append((s, rows.max(), cols.max()))
+        low, high = np.min(lows, 0), np.max(highs, 0)
+        order = [1, 2]
+        order.insert(0 if self.volume.is_video else self.axis, 0)
+        return tuple(int(low[i]) for i in order), tuple(int(high[i]) for i in order)
 
     def result(self) -> np.ndarray:
         """The label map in the input's array order and size."""
@@ -400,6 +405,12 @@ class Session:
         from ..infer.run import write_result
 
         return write_result(path, self.prediction(), self.predictor)
+
+
+def _argmax(probs: torch.Tensor) -> np.ndarray:
+    """The class of each pixel ``[rows, cols]`` uint8 from ``[K+1, rows, cols]``: the first of the
+    largest, as ``torch.argmax``; in numpy, which reduces the short class axis tens of times faster."""
+    return probs.cpu().numpy().argmax(0).astype(np.uint8)
 
 
 def _coverage(centres: list[int], n: int, depth: int) -> list[list[tuple[int, int]]]:
