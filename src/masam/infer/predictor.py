@@ -63,7 +63,8 @@ class Prediction:
 
 def find_weights(model_path: str | os.PathLike) -> Path:
     """A weights file, or the model a run folder designates: the last one where its
-    ``config.json`` says ``predict_with: last`` (the paper preset), else the best (else last)."""
+    ``config.json`` says ``predict_with: last`` (the paper preset), the snapshot
+    ``model_epoch_N.safetensors`` where it says ``epoch:N`` (issue 24), else the best (else last)."""
     path = Path(model_path)
     if path.is_dir():
         for name in _run_models(path):
@@ -80,6 +81,8 @@ def _run_models(run: Path) -> tuple[str, ...]:
         designated = "best"
     if designated == "last":
         return ("model_last.safetensors",)
+    if isinstance(designated, str) and designated.startswith("epoch:"):
+        return (f"model_epoch_{designated.partition(':')[2]}.safetensors",)
     return ("model_best.safetensors", "model_last.safetensors")
 
 
