@@ -153,6 +153,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     given = given_settings(TrainConfig, args)
     resolve = resume_train_config if given.get("resume") else resolve_train_config
     config = resolve(given, session.preset)
+    if session.dry_run:
+        from .train.dryrun import dry_run_text
+
+        print(dry_run_text(config, given, session.preset))
+        return 0
     trainer = Trainer(config, progress=not session.quiet, stop_after=session.stop_after, check_sync=session.check_sync)
     try:
         result = trainer.run()

@@ -233,6 +233,11 @@ class TrainSession:
     stop_after: int | None = setting(None, "save a resumable state and stop after N steps of this run", "runtime")
     check_sync: bool = setting(False, "(debugging) verify that all ranks hold the same weights", "runtime")
     quiet: bool = setting(False, "no progress bar", "runtime")
+    # issue 24: compare a run with the paper's before spending a GPU-day
+    dry_run: bool = setting(
+        False, "print the resolved settings, where each came from (given, preset, default), and what the trainer "
+        "derives from them; then exit without reading or writing anything", "runtime",
+    )  # fmt: skip
 
 
 def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> TrainConfig:

@@ -65,7 +65,7 @@ from .losses import segmentation_loss
 from .preflight import check_before_work
 from .progress import plot_progress, read_log
 from .prompting import box_target, prompt_keep, prompt_metadata
-from .schedule import EpochSampler, lr_at
+from .schedule import ADAMW_BETAS, EpochSampler, lr_at
 from .state import STATE_FILE, rng_state, set_rng_state
 
 __all__ = ["EpochSampler", "Interrupted", "Trainer", "TrainingError", "boxes_for_training", "lr_at", "training_loss"]
@@ -346,7 +346,7 @@ class Trainer:
         cfg = self.cfg
         self.trainable_names = {n for n, p in self.model.named_parameters() if p.requires_grad}
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=ADAMW_BETAS, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
 
     def _write_config(self) -> None:
