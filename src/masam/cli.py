@@ -233,6 +233,8 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
             out = prepare.prepare_btcv(c.source, c.destination, merge=label_map)
         elif c.dataset == "prostate":
             out = prepare.prepare_prostate(c.source, c.destination, sites=_sites(c.site))
+        elif c.dataset == "pancreas":
+            out = prepare.prepare_pancreas(c.source, c.destination)
         else:
             out = prepare.prepare_endovis(c.source, c.destination)
     except ValueError as err:
@@ -299,7 +301,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
         "turn a fine-tuned file of the original MA-SAM code into masam's format", (ConvertConfig,), _cmd_convert
     ),
     "prepare": (
-        "convert the paper's raw BTCV, prostate or EndoVis'18 downloads into masam's dataset layout",
+        "convert the paper's raw BTCV, prostate, EndoVis'18 or MSD-Pancreas downloads into masam's dataset layout",
         (PrepareConfig,), _cmd_prepare,
     ),
     "preprocess": (
