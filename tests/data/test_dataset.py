@@ -109,3 +109,37 @@ def test_video_sequences_are_stacks_of_rgb_frames(tmp_path):
     # green channel encodes the frame number (30 + t)
     assert np.allclose(image[:, 1, 0, 0].numpy() * 255, [30, 31, 32, 33, 34], atol=0.6)
     assert set(np.unique(item["label"].numpy())) == {0, 1, 2}
+
+
+def test_stack_minmax_gives_the_original_loaders_values_in_training_and_prediction(tmp_path):
+    """Issue 24, finding 3: with ``stack_minmax`` (the paper presets) every stack reaches the model
+    as the original's loader makes it from the same volume: CT clip, x255, z-score, then min-max over
+    the stack (datasets/dataset.py:370-378, here its arithmetic in ``masam.data.convention``), within
+    float32 rounding, in training (StackDataset) and in prediction (the Predictor's stacks)."""
+    import torch
+
+    from masam.data.convention import minmax_stack, window_ct
+    from masam.infer.predictor import Predictor
+    from masam.model import ModelConfig, build_model
+    from tests.data.helpers import write_volume
+
+    root = make_dataset(tmp_path / "D", cases=1, shape=(6, 32, 32))
+    raw = np.random.default_rng(0).integers(-50, 120, (6, 32, 32)).astype(np.int16)  # soft tissue only
+    write_volume(root / "imagesTr" / "case00_0000.nii.gz", raw, (1.0, 1.0, 3.0))
+    norm = Normalization("CT", stack_minmax=True)
+    cache = preprocess_dataset(load_dataset(root), tmp_path / "cache", image_size=32, normalization=norm)
+    plain = StackDataset(cache, slices=5)[0]["image"][:, 0].numpy()
+    item = StackDataset(cache, slices=5, stack_minmax=True)[0]
+    original = minmax_stack(window_ct(raw[[0, 0, 0, 1, 2]].astype(np.float64)))
+    assert np.abs(item["image"][:, 0].numpy() - original).max() < 1e-6
+    assert np.abs(plain - original).max() > 0.3  # without it: the window's scale, not the stack's
+    seen = []
+    model = build_model(ModelConfig("vit_tiny", 32, num_classes=2, rank=4)).eval()
+    predictor = Predictor(model, norm, batch_size=2)
+    predictor.forward_stacks = lambda stacks, boxes: seen.append(stacks) or torch.zeros(
+        stacks.shape[0], stacks.shape[1], 3, 32, 32
+    )
+    slices = torch.from_numpy(norm(raw))[:, None]
+    list(predictor.slice_probabilities(slices))
+    assert np.abs(seen[0][0, :, 0].numpy() - original).max() < 1e-6
+    assert Normalization(**norm.to_dict()).stack_minmax  # the model's input spec keeps it

@@ -34,6 +34,7 @@ ORIGINAL_BTCV = {
     "scale": "1.0",
     "fact_dropout": "0.1",  # sam_fact_tt_image_encoder.py:264-265
     "ct_window": "-200.0 250.0",  # test.py:120-124, dataset.py:373-378
+    "stack_minmax": "on",  # dataset.py:378: every stack scaled by its own range
 }
 # the original's values that are masam's defaults too
 DEFAULTS = ("device", "augment", "include_background", "fact_dropout")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from ..errors import ConfigError
 from ..spec import InputSpec
@@ -52,6 +53,8 @@ class Normalization:
     modality: str = "CT"
     window: tuple[float, float] = (-200.0, 250.0)
     percentile: float = 99.0
+    # issue 24: the original loader's last step, on every stack the model sees (see scale_stacks)
+    stack_minmax: bool = False
 
     def __post_init__(self) -> None:
         self.modality = modality_from_name(self.modality)
@@ -73,6 +76,17 @@ class Normalization:
             return np.zeros(array.shape, np.float32)
         out = (array.astype(np.float32) - np.float32(low)) / np.float32(high - low)
         return out.clip(0.0, 1.0)
+
+
+def scale_stacks(stacks: torch.Tensor) -> torch.Tensor:
+    """Each stack ``[..., D, C, H, W]`` scaled to [0, 1] by its own minimum and maximum (+1e-8): the
+    last step of the original's loader for every dataset (datasets/dataset.py:378, test.py:124),
+    kept where ``Normalization.stack_minmax`` is set (the paper presets). Applied where stacks are
+    cut (training's :class:`~masam.data.loader.StackDataset`, the predictor), after the per-volume
+    normalisation; the affine steps before it in the original (x255, z-score) cancel in it."""
+    dims = tuple(range(stacks.dim() - 4, stacks.dim()))
+    low, high = stacks.amin(dims, keepdim=True), stacks.amax(dims, keepdim=True)
+    return (stacks - low) / (high - low + 1e-8)
 
 
 # --- issue 15: several channels per case

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from ..fileio import atomic_path
 from .channels import read_channels
 from .dataset import Case, Dataset, check_label_values
@@ -33,10 +33,14 @@ from .slices import labels_to_slices, prepare_image, resize_slices
 
 
 def dataset_normalization(
-    dataset: Dataset, ct_window: tuple[float, float], mri_percentile: float
+    dataset: Dataset, ct_window: tuple[float, float], mri_percentile: float, stack_minmax: bool = False
 ) -> Normalization | ChannelNormalization:
-    """One rule per channel, by the channel's modality (several channels: :class:`ChannelNormalization`)."""
-    norms = [Normalization(m, ct_window, mri_percentile) for m in dataset.channel_modalities or (dataset.modality,)]
+    """One rule per channel, by the channel's modality (several channels: :class:`ChannelNormalization`).
+    ``stack_minmax``: each stack scaled by its own range afterwards (the original's; one channel)."""
+    modalities = dataset.channel_modalities or (dataset.modality,)
+    if stack_minmax and len(modalities) > 1:
+        raise ConfigError(f"--stack-minmax takes one channel; {dataset.root} has {len(modalities)}")
+    norms = [Normalization(m, ct_window, mri_percentile, stack_minmax) for m in modalities]
     return norms[0] if len(norms) == 1 else ChannelNormalization(norms)
 
 
@@ -92,7 +96,8 @@ def cache_plan(
     """What a cache was made with (its ``plan.json`` less the case list)."""
     return {
         "image_size": image_size,
-        "normalization": normalization.to_dict(),
+        # stack_minmax acts where stacks are cut, not on the cached slices
+        "normalization": {k: v for k, v in normalization.to_dict().items() if k != "stack_minmax"},
         "labels": dataset.labels,
         "modality": normalization.modality,
         "label_map": {str(k): v for k, v in label_map.items()} if label_map else None,

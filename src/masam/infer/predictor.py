@@ -21,7 +21,7 @@ from ..data.channels import channel_files, describe_channels, read_channels
 from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX
 from ..data.intensity import intensity_warning
 from ..data.io import Volume, read_volume, slice_axis
-from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec
+from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec, scale_stacks
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..device import free_cached_memory, is_out_of_memory, resolve_device
 from ..errors import ConfigError, InputError, MissingFileError
@@ -239,6 +239,8 @@ class Predictor:
             batch = centres[start : start + self.batch_size]
             idx = torch.from_numpy(np.stack([stack_indices(n, c, self.slices) for c in batch]))  # [B, D]
             stacks = slices[idx.to(self.device)]
+            if getattr(self.normalization, "stack_minmax", False):  # issue 24: as in training
+                stacks = scale_stacks(stacks.float())
             if stacks.shape[2] == 1:
                 stacks = stacks.expand(-1, -1, 3, -1, -1)
             stack_boxes = None if boxes is None else boxes[idx]

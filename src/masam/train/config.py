@@ -145,6 +145,11 @@ class TrainConfig:
         "data", choices=("slice", "stack"),
     )  # fmt: skip
     merge_labels: str | None = merge_labels_setting()
+    # issue 24: the original's loader scales every stack by its own range (datasets/dataset.py:378)
+    stack_minmax: bool = setting(
+        False, "scale each stack to [0, 1] by its own minimum and maximum after the normalisation, in training "
+        "and prediction (the original's loader, for every dataset)", "data",
+    )  # fmt: skip
     snapshot_every: int = setting(0, "epochs between snapshots model_epoch_N.safetensors; 0 = none", "schedule")
     # issue 24: any kept snapshot (the original's test.py loads epoch_159.pth, our model_epoch_160)
     predict_with: str = setting(
@@ -197,12 +202,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "precision": "auto",
         "reinit_head": True,
         "augment_policy": "original",
+        "stack_minmax": True,  # issue 24: the released loader's last step, prostate included
     },
 }
 # the paper's four tasks (docs/fidelity.md): the paper's protocol plus each task's data settings
 PRESETS["btcv"] = {**PRESETS["paper"], "merge_labels": "13:12", "ct_window": (-200.0, 250.0)}
 PRESETS["prostate"] = {**PRESETS["paper"], "modality": "MRI", "mri_percentile": 99.0}
-PRESETS["endovis"] = {**PRESETS["paper"], "modality": "RGB"}
+# the released loader cannot take the video stacks ([h, w, 3, 5]); frames span 0..255 anyway
+PRESETS["endovis"] = {**PRESETS["paper"], "modality": "RGB", "stack_minmax": False}
 PRESETS["tumour-box"] = {
     **PRESETS["paper"], "ct_window": (-50.0, 200.0), "prompt": "box", "augment_policy": "original-box",
     "box_per": "stack", "box_jitter": 0.0,

@@ -271,7 +271,9 @@ class Trainer:
         self.label_map = label_map_from_text(cfg.merge_labels)
         if self.label_map:
             self.dataset = dataclasses.replace(self.dataset, labels=merged_names(self.dataset.labels, self.label_map))
-        self.normalization = dataset_normalization(self.dataset, cfg.ct_window, cfg.mri_percentile)
+        self.normalization = dataset_normalization(
+            self.dataset, cfg.ct_window, cfg.mri_percentile, cfg.stack_minmax
+        )
         if cfg.fold is not None:
             train_cases, self.val_cases = self._fold_split()
         else:
@@ -289,7 +291,9 @@ class Trainer:
             )
         self._barrier()
         augment = StackAugmenter(AugmentConfig(policy=cfg.augment_policy)) if cfg.augment else None
-        self.train_set = StackDataset(cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed)
+        self.train_set = StackDataset(
+            cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed, cfg.stack_minmax
+        )
 
     def _fold_split(self) -> tuple[list, list]:
         """(train, val) cases of ``--fold``: the dataset's ``splits_final.json``, else the one beside
