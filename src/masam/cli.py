@@ -130,7 +130,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         names = {v: n for v, n in names.items() if v not in label_map}
     classes = sorted(names) if names else None
     results = evaluate_folders(
-        c.pred, c.ref, classes, names, nsd_tolerance=c.nsd_tolerance, label_map=label_map
+        c.pred, c.ref, classes, names, nsd_tolerance=c.nsd_tolerance, label_map=label_map, at_size=c.at_size
     )
     json_path, csv_path = write_results(results, c.output)
     print(format_table(results))
