@@ -143,3 +143,32 @@ def test_stack_minmax_gives_the_original_loaders_values_in_training_and_predicti
     list(predictor.slice_probabilities(slices))
     assert np.abs(seen[0][0, :, 0].numpy() - original).max() < 1e-6
     assert Normalization(**norm.to_dict()).stack_minmax  # the model's input spec keeps it
+
+
+def test_orientation_original_gives_the_network_the_original_loaders_stacks(tmp_path):
+    """Issue 24, finding 2: under ``orientation="original"`` (the paper presets) a training stack is
+    what the original's loader gives the network: its orientation, its augmentation in it, not
+    turned back (the literal pipeline of tests/data/reference_augment.py)."""
+    import torch
+
+    from masam.data.augment import AugmentConfig, StackAugmenter
+    from masam.data.loader import sample_seed
+    from tests.data import reference_augment as ref
+
+    root = make_dataset(tmp_path / "D", cases=1, shape=(6, 32, 32))
+    cache = preprocess_dataset(load_dataset(root), tmp_path / "cache", image_size=32, normalization=Normalization("CT"))
+    plain = StackDataset(cache, slices=5)
+    turned = StackDataset(cache, slices=5, orientation="original")
+    augmented = StackDataset(
+        cache, slices=5, augment=StackAugmenter(AugmentConfig(policy="original")), seed=7, orientation="original"
+    )
+    for i in (0, 3):
+        image, label = plain[i]["image"][:, :1].numpy(), plain[i]["label"].numpy()
+        original_image, original_label = ref.original_layout(image, label)  # [H, W, D], the original's
+        assert np.array_equal(turned[i]["image"][:, 0].numpy(), np.moveaxis(original_image, -1, 0))
+        g = torch.Generator().manual_seed(sample_seed(7, 0, i))
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (), generator=g)))
+        ref_image, ref_label = ref.pipeline(original_image, original_label, rng)
+        item = augmented[i]
+        assert np.array_equal(item["image"][:, 0].numpy(), np.moveaxis(ref_image, -1, 0))
+        assert np.array_equal(item["label"].numpy(), np.moveaxis(ref_label, -1, 0).astype(np.int64))

@@ -35,6 +35,7 @@ ORIGINAL_BTCV = {
     "fact_dropout": "0.1",  # sam_fact_tt_image_encoder.py:264-265
     "ct_window": "-200.0 250.0",  # test.py:120-124, dataset.py:373-378
     "stack_minmax": "on",  # dataset.py:378: every stack scaled by its own range
+    "orientation": "original",  # the stacks as util_script_btcv.py:49-52 stores them
 }
 # the original's values that are masam's defaults too
 DEFAULTS = ("device", "augment", "include_background", "fact_dropout")

@@ -47,6 +47,8 @@ def test_btcv_preset_trains_on_every_case_without_validation_keeps_snapshots_and
     assert (np.load(run / "cache" / "btcv_0001_label.npy") == 12).any()
     model = load_model(None, run / "model_last.safetensors")
     assert model.config.num_classes == 12 and model.input_spec.modality == "CT"
+    assert model.input_spec.orientation == "original"  # issue 24: prediction turns as training did
+    assert model.input_spec.normalization[0]["stack_minmax"]
     last, snapshot = (load_model(None, run / f"model_{n}.safetensors") for n in ("last", "epoch_2"))
     assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), snapshot.state_dict().values()))
     out = tmp_path / "pred"

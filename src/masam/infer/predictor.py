@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.channels import channel_files, describe_channels, read_channels
-from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX
+from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX, turn_original, turn_original_boxes
 from ..data.intensity import intensity_warning
 from ..data.io import Volume, read_volume, slice_axis
 from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec, scale_stacks
@@ -224,6 +224,19 @@ class Predictor:
         ``slices``: ``[N, C, S, S]`` normalised, model-sized; ``boxes``: ``[N, 4]`` in model pixels
         (NaN rows: no box) or None.
         """
+        if self.input_spec.orientation != "original":
+            yield from self._stack_probabilities(slices, boxes, progress)
+            return
+        # issue 24: the network sees the original's orientation, as in training; the slices' own back
+        video = slices.shape[1] == 3
+        turned = None if boxes is None else turn_original_boxes(boxes, slices.shape[-1], video)
+        for index, probs in self._stack_probabilities(turn_original(slices, video), turned, progress):
+            yield index, turn_original(probs, video)
+
+    def _stack_probabilities(
+        self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """:meth:`slice_probabilities` in the orientation the network sees."""
         n = slices.shape[0]
         half = self.slices // 2
         # Stacks are cut and probabilities summed where the model runs: on a GPU only the label

@@ -145,6 +145,12 @@ class TrainConfig:
         "data", choices=("slice", "stack"),
     )  # fmt: skip
     merge_labels: str | None = merge_labels_setting()
+    # issue 24: the network sees the original's orientation in training and prediction (the presets)
+    orientation: str = setting(
+        "masam", "in-plane orientation of the slices the network sees: masam's (SimpleITK's [y, x]) or the "
+        "original's (turned 180°, video frames anti-transposed), stored in the model's input spec", "data",
+        choices=("masam", "original"),
+    )  # fmt: skip
     # issue 24: the original's loader scales every stack by its own range (datasets/dataset.py:378)
     stack_minmax: bool = setting(
         False, "scale each stack to [0, 1] by its own minimum and maximum after the normalisation, in training "
@@ -203,6 +209,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reinit_head": True,
         "augment_policy": "original",
         "stack_minmax": True,  # issue 24: the released loader's last step, prostate included
+        "orientation": "original",  # issue 24: the network sees what the original's loader gives
     },
 }
 # the paper's four tasks (docs/fidelity.md): the paper's protocol plus each task's data settings

@@ -292,7 +292,7 @@ class Trainer:
         self._barrier()
         augment = StackAugmenter(AugmentConfig(policy=cfg.augment_policy)) if cfg.augment else None
         self.train_set = StackDataset(
-            cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed, cfg.stack_minmax
+            cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed, cfg.stack_minmax, cfg.orientation
         )
 
     def _fold_split(self) -> tuple[list, list]:
@@ -329,7 +329,9 @@ class Trainer:
         if cfg.reinit_head:
             reinit_decoder_head(model)
         spec = spec_for(self.normalization, self.dataset.channel_names, cfg.slices, cfg.image_size)
-        model.input_spec = dataclasses.replace(spec, intensity=self._intensity_summary())
+        model.input_spec = dataclasses.replace(
+            spec, intensity=self._intensity_summary(), orientation=cfg.orientation
+        )
         model.metadata = {"dataset": str(cfg.dataset), **prompt_metadata(cfg)}
         model.set_grad_checkpointing(cfg.grad_checkpoint)
         self.model = model
