@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from results_file import write_result
 
 from masam.data.convention import minmax_stack, window_ct
-from masam.data.normalize import Normalization
+from masam.data.normalize import Normalization, scale_stacks
 from masam.data.slices import stack_indices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +71,14 @@ def main() -> None:
     hu = np.arange(-200, 251, dtype=np.float64)
     rgb = np.arange(256, dtype=np.float64)
     released_rgb = original_values(rgb, (0.0, 255.0))  # the CT clip turns 251..255 into 250
+    # the presets since issue 24: float32 cache, then the stack's own min-max (scale_stacks)
+    stack = np.concatenate([[-1024.0, 3071.0], hu])
+    ours = scale_stacks(torch.from_numpy(Normalization("CT")(stack)[None, :, None, None])).numpy().ravel()[2:]
+    original = original_values(hu, (-1024.0, 3071.0))
     result = {
-        "ct_hu_levels_in_window": cache_comparison(original_values(hu, (-1024.0, 3071.0)), Normalization("CT")(hu)),
+        "ct_hu_levels_in_window": cache_comparison(original, Normalization("CT")(hu)),
+        "ct_with_stack_minmax_8bit_levels_differing": int((u8(ours) != u8(original)).sum()),
+        "ct_with_stack_minmax_max_abs_difference": float(np.abs(ours - original).max()),
         # against v / 255 in float32 (the frame's own values; the released loader is not used for frames)
         "rgb_8bit_values": cache_comparison(Normalization("RGB")(rgb), Normalization("RGB")(rgb)),
         "rgb_released_loader_8bit_values_differing_from_v_over_255": int(
