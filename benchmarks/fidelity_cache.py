@@ -73,7 +73,8 @@ def main() -> None:
     released_rgb = original_values(rgb, (0.0, 255.0))  # the CT clip turns 251..255 into 250
     # the presets since issue 24: float32 cache, then the stack's own min-max (scale_stacks)
     stack = np.concatenate([[-1024.0, 3071.0], hu])
-    ours = scale_stacks(torch.from_numpy(Normalization("CT")(stack)[None, :, None, None])).numpy().ravel()[2:]
+    presets = Normalization("CT", stack_minmax=True)  # the original's arithmetic before the min-max
+    ours = scale_stacks(torch.from_numpy(presets(stack)[None, :, None, None])).numpy().ravel()[2:]
     original = original_values(hu, (-1024.0, 3071.0))
     result = {
         "ct_hu_levels_in_window": cache_comparison(original, Normalization("CT")(hu)),

@@ -172,3 +172,66 @@ def test_orientation_original_gives_the_network_the_original_loaders_stacks(tmp_
         item = augmented[i]
         assert np.array_equal(item["image"][:, 0].numpy(), np.moveaxis(ref_image, -1, 0))
         assert np.array_equal(item["label"].numpy(), np.moveaxis(ref_label, -1, 0).astype(np.int64))
+
+
+def _original_loader_stacks(volume_zyx: np.ndarray, modality: str) -> list[np.ndarray]:
+    """The original's stacks of a volume, literally: nibabel's ``[x, y, z]`` array, the preprocessing
+    (util_script_btcv.py:36-52; util_script_prostateMRI.py:68-75 for MR), then the loader's
+    intensity steps (datasets/dataset.py:19-21, 370-378). ``[H, W, 5]`` float32 per slice."""
+    HU_min, HU_max = -200, 250
+    data_mean = 50.21997497685108
+    data_std = 68.47153712416372
+    img_arr = np.transpose(volume_zyx, (2, 1, 0)).astype(np.float64)  # get_fdata()
+    if modality == "MRI":
+        img_arr = np.float32(img_arr)
+        high = np.quantile(img_arr, 0.99)
+        low = np.min(img_arr)
+        img_arr = np.where(img_arr > high, high, img_arr)
+        lungwin = np.array([low * 1.0, high * 1.0])
+        img_arr = (img_arr - lungwin[0]) / (lungwin[1] - lungwin[0])
+    first, last = img_arr[:, :, 0:1], img_arr[:, :, -1:]
+    img_arr = np.concatenate((first, first, img_arr, last, last), axis=-1)
+    stacks = []
+    for slice_indx in range(2, img_arr.shape[2] - 2):
+        data = np.flip(np.rot90(img_arr[:, :, slice_indx - 2 : slice_indx + 3], k=1, axes=(0, 1)), axis=1)
+        data = np.clip(data, HU_min, HU_max)
+        data = (data - HU_min) / (HU_max - HU_min) * 255.0
+        data = np.float32(data)
+        data = (data - data_mean) / data_std
+        data = (data - data.min()) / (data.max() - data.min() + 0.00000001)
+        stacks.append(np.float32(data))
+    return stacks
+
+
+@pytest.mark.parametrize("modality", ["CT", "MRI"])
+def test_augmented_stacks_from_the_cache_are_the_original_loaders_bit_for_bit(tmp_path, modality):
+    """Issue 24, finding 1: with the presets' settings (float32 cache, ``stack_minmax``,
+    ``orientation="original"``, the original policy) a training stack is, bit for bit, what the
+    original's preprocessing, loader and augmentation make of the same volume with the same draws
+    (at the model's size: the original resizes with scipy, masam with torch)."""
+    import torch
+
+    from masam.data.augment import AugmentConfig, StackAugmenter
+    from masam.data.loader import sample_seed
+    from tests.data import reference_augment as ref
+    from tests.data.helpers import write_volume
+
+    rng = np.random.default_rng(1)
+    raw = (rng.integers(-400, 600, (6, 32, 32)) if modality == "CT" else rng.integers(0, 900, (6, 32, 32)))
+    raw = raw.astype(np.int16)
+    root = make_dataset(tmp_path / "D", cases=1, shape=(6, 32, 32), modality=modality)
+    write_volume(root / "imagesTr" / "case00_0000.nii.gz", raw, (1.0, 1.0, 3.0))
+    norm = Normalization(modality, stack_minmax=True)
+    cache = preprocess_dataset(load_dataset(root), tmp_path / "cache", image_size=32, normalization=norm)
+    augment = StackAugmenter(AugmentConfig(policy="original"))
+    ours = StackDataset(cache, slices=5, augment=augment, seed=7, stack_minmax=True, orientation="original")
+    label = np.asarray(ours.labels[0])  # the cache's labels, [z, y, x]
+    originals = _original_loader_stacks(raw, modality)
+    for i in range(6):
+        g = torch.Generator().manual_seed(sample_seed(7, 0, i))
+        draws = np.random.default_rng(int(torch.randint(0, 2**62, (), generator=g)))
+        lab = np.moveaxis(label[np.clip(np.arange(i - 2, i + 3), 0, 5)][:, ::-1, ::-1], 0, -1).astype(np.float32)
+        ref_image, ref_label = ref.pipeline(np.ascontiguousarray(originals[i]), np.ascontiguousarray(lab), draws)
+        item = ours[i]
+        assert np.array_equal(item["image"][:, 0].numpy(), np.moveaxis(ref_image, -1, 0)), i
+        assert np.array_equal(item["label"].numpy(), np.moveaxis(ref_label, -1, 0).astype(np.int64)), i

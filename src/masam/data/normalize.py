@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from ..spec import InputSpec
+from .convention import ORIGINAL_CT, ORIGINAL_CT_BOX, window_ct
 
 MODALITIES = ("CT", "MRI", "RGB")
 _ALIASES = {
@@ -65,7 +66,31 @@ class Normalization:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def original_values(self, array: np.ndarray) -> np.ndarray:
+        """Issue 24, with ``stack_minmax``: the original loader's values before its per-stack
+        min-max, in its arithmetic, so that :func:`scale_stacks` gives its values bit for bit. CT:
+        the HU (float64, as nibabel reads them) clipped, x255, float32, z-score (dataset.py:370-376);
+        MR: the percentile step in float32 (util_script_prostateMRI.py:68-75), then the same CT steps,
+        which the released loader applies to every pickle."""
+        if self.modality == "CT":
+            return window_ct(np.asarray(array, np.float64), self.window, *_original_mean_std(self.window))
+        values = np.asarray(array, np.float32)
+        high, low = np.quantile(values, self.percentile / 100), np.min(values)
+        unit = (np.where(values > high, high, values) - low) / (high - low) if high > low else values * 0
+        return window_ct(unit, ORIGINAL_CT["window"], ORIGINAL_CT["mean"], ORIGINAL_CT["std"])
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range of the values it gives (resizing clamps its cubic overshoot to it)."""
+        if not self.stack_minmax or self.modality == "RGB":
+            return (0.0, 1.0)
+        ends = np.asarray(self.window, np.float64) if self.modality == "CT" else np.array([0.0, 1.0], np.float32)
+        low, high = self.original_values(ends) if self.modality == "CT" else window_ct(ends)
+        return (float(low), float(high))
+
     def __call__(self, array: np.ndarray) -> np.ndarray:
+        if self.stack_minmax and self.modality != "RGB":
+            return self.original_values(array)
         if self.modality == "RGB":
             return (array.astype(np.float32) / 255.0).clip(0.0, 1.0)
         if self.modality == "CT":
@@ -76,6 +101,14 @@ class Normalization:
             return np.zeros(array.shape, np.float32)
         out = (array.astype(np.float32) - np.float32(low)) / np.float32(high - low)
         return out.clip(0.0, 1.0)
+
+
+def _original_mean_std(window: tuple[float, float]) -> tuple[float, float]:
+    """The original's dataset mean and std for a CT window (the box task's or BTCV's; the per-stack
+    min-max cancels them, but they decide the rounding)."""
+    box = ORIGINAL_CT_BOX
+    chosen = box if tuple(window) == tuple(box["window"]) else ORIGINAL_CT
+    return chosen["mean"], chosen["std"]
 
 
 def scale_stacks(stacks: torch.Tensor) -> torch.Tensor:
