@@ -85,7 +85,7 @@ def test_flags_read_right_and_name_their_value(capsys):
 def test_other_commands_are_generated_with_their_defaults(capsys):
     assert set(COMMANDS) == {"convert", "prepare", "preprocess", "predict", "evaluate", "train", "demo", "params",
                              "ensemble", "postprocess", "report", "check", "export", "install"}  # fmt: skip
-    assert "{btcv,prostate,endovis} SRC DST" in " ".join(_help(capsys, "prepare").split())  # positionals
+    assert "{btcv,prostate,endovis,pancreas} SRC DST" in " ".join(_help(capsys, "prepare").split())  # positionals
     assert "(default: report.html)" in _help(capsys, "report")
     assert "(default: .nii.gz)" in _help(capsys, "ensemble")
     assert "(default: faithful)" in _help(capsys, "predict") and "(default: 2)" in _help(capsys, "predict")

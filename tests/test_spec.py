@@ -27,7 +27,10 @@ def test_round_trip_and_checks():
     with pytest.raises(ValueError, match="modality"):
         InputSpec("PET")
     with pytest.raises(ValueError, match="unknown fields"):
+        InputSpec.from_dict({"modality": "CT", "axes": "RAS"})
+    with pytest.raises(ValueError, match="orientation must be one of masam, original"):  # issue 24
         InputSpec.from_dict({"modality": "CT", "orientation": "RAS"})
+    assert InputSpec.from_dict({"modality": "CT", "orientation": "original"}).orientation == "original"
 
 
 def test_the_spec_travels_in_the_weights_file_and_sets_the_predictor(tmp_path):

@@ -130,7 +130,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         names = {v: n for v, n in names.items() if v not in label_map}
     classes = sorted(names) if names else None
     results = evaluate_folders(
-        c.pred, c.ref, classes, names, nsd_tolerance=c.nsd_tolerance, label_map=label_map
+        c.pred, c.ref, classes, names, nsd_tolerance=c.nsd_tolerance, label_map=label_map, at_size=c.at_size
     )
     json_path, csv_path = write_results(results, c.output)
     print(format_table(results))
@@ -153,6 +153,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     given = given_settings(TrainConfig, args)
     resolve = resume_train_config if given.get("resume") else resolve_train_config
     config = resolve(given, session.preset)
+    if session.dry_run:
+        from .train.dryrun import dry_run_text
+
+        print(dry_run_text(config, given, session.preset))
+        return 0
     trainer = Trainer(config, progress=not session.quiet, stop_after=session.stop_after, check_sync=session.check_sync)
     try:
         result = trainer.run()
@@ -228,6 +233,8 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
             out = prepare.prepare_btcv(c.source, c.destination, merge=label_map)
         elif c.dataset == "prostate":
             out = prepare.prepare_prostate(c.source, c.destination, sites=_sites(c.site))
+        elif c.dataset == "pancreas":
+            out = prepare.prepare_pancreas(c.source, c.destination)
         else:
             out = prepare.prepare_endovis(c.source, c.destination)
     except ValueError as err:
@@ -294,7 +301,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
         "turn a fine-tuned file of the original MA-SAM code into masam's format", (ConvertConfig,), _cmd_convert
     ),
     "prepare": (
-        "convert the paper's raw BTCV, prostate or EndoVis'18 downloads into masam's dataset layout",
+        "convert the paper's raw BTCV, prostate, EndoVis'18 or MSD-Pancreas downloads into masam's dataset layout",
         (PrepareConfig,), _cmd_prepare,
     ),
     "preprocess": (

@@ -12,7 +12,10 @@ _CPU_OOM_MESSAGES = ("DefaultCPUAllocator: not enough memory", "DefaultCPUAlloca
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch device, with a clear error when CUDA (or MPS) is asked for but absent."""
+    """A torch device, with a clear error when CUDA (or MPS) is asked for but absent. ``"auto"``
+    (issue 24): CUDA when PyTorch sees a GPU, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {device!s} was asked for, but no CUDA GPU is available to PyTorch here")

@@ -16,6 +16,10 @@ MODALITIES = ("CT", "MRI", "RGB")
 # resizing through torch. "original": the original MA-SAM code's orientation, per-stack min-max and
 # scipy cubic resizing (files written or converted from that code).
 CONVENTIONS = ("masam", "original")
+# issue 24: the in-plane orientation of the slices the network sees, for models masam trains:
+# "masam" (SimpleITK's [y, x]) or "original" (turned 180°; video frames anti-transposed), as the
+# original's loader and test.py give them (the paper presets)
+ORIENTATIONS = ("masam", "original")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class InputSpec:
       ``masam.data.Normalization``: ``modality``, ``window``, ``percentile``);
     * ``slices``: slices per stack; ``image_size``: the model's in-plane input size;
     * ``convention``: one of :data:`CONVENTIONS`;
+    * ``orientation``: one of :data:`ORIENTATIONS` (the masam convention's slices as the network
+      sees them; the original convention always uses the original's);
     * ``intensity``: an optional summary of the normalised training intensities (None for now).
     """
 
@@ -39,12 +45,15 @@ class InputSpec:
     image_size: int = 512
     convention: str = "masam"
     intensity: dict[str, Any] | None = None
+    orientation: str = "masam"
 
     def __post_init__(self) -> None:
         if self.modality is not None and self.modality not in MODALITIES:
             raise ValueError(f"input spec: modality must be one of {', '.join(MODALITIES)} or None: {self.modality!r}")
         if self.convention not in CONVENTIONS:
             raise ValueError(f"input spec: convention must be one of {', '.join(CONVENTIONS)}, got {self.convention!r}")
+        if self.orientation not in ORIENTATIONS:
+            raise ValueError(f"input spec: orientation must be one of {', '.join(ORIENTATIONS)}: {self.orientation!r}")
         if len(self.normalization) not in (0, len(self.channels)):
             raise ValueError("input spec: one normalisation per channel is needed")
         if self.slices < 1 or self.image_size < 1:

@@ -50,6 +50,8 @@ def test_an_image_without_foreground_gives_zeros_and_an_unknown_rule_is_refused(
     assert not Normalization("MRI", mri_rule="robust")(np.full((3, 4, 4), 7.0)).any()
     with pytest.raises(ConfigError, match="unknown MRI normalisation 'zscore'"):
         Normalization("MRI", mri_rule="zscore")
+    with pytest.raises(ConfigError, match="add --mri-rule percentile"):
+        Normalization("MRI", mri_rule="robust", stack_minmax=True)
 
 
 def test_a_spec_written_before_the_rule_existed_means_the_percentile_rule():

@@ -153,3 +153,62 @@ def test_merge_labels_in_the_cache_and_in_evaluate(tmp_path):
     assert len(means) == 12 and means["right_adrenal_gland"]["dice"] == 1.0
     assert main(argv) == 0  # unmerged: class 12 disagrees
     assert json.loads(out.read_text())["mean_per_class"]["right_adrenal_gland"]["dice"] < 1.0
+
+
+def _pancreas_raw(root, names, layout="msd"):
+    """Tiny volumes under the names of the original's folds, in MSD's layout or the split's own."""
+    for i, name in enumerate(names):
+        image = np.full((2, 4, 4), i, dtype=np.int16)
+        label = np.zeros((2, 4, 4), dtype=np.uint8)
+        label[0, 1:3, 1:3] = 1
+        label[1, 2, 2] = 2
+        for folder in ("imagesTr", "labelsTr") if layout == "msd" else (f"Training/{name}",):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        if layout == "msd":
+            write_volume(root / "imagesTr" / f"{name}.nii.gz", image)
+            write_volume(root / "labelsTr" / f"{name}.nii.gz", label)
+        else:
+            write_volume(root / "Training" / name / "image.nii.gz", image)
+            write_volume(root / "Training" / name / "segmentation.nii.gz", label)
+    return root
+
+
+def test_pancreas_writes_the_originals_five_folds_and_fold_f_trains_on_them(tmp_path):
+    """Issue 24: the folds of ``split_pancreas.pkl`` (its SHA-256 over the JSON of its lists, taken
+    from the pickle at development time) in ``splits_final.json``; ``--fold 2`` trains on fold 2's
+    196 train cases and holds out its 28 val cases; the test cases stay out of both."""
+    import hashlib
+
+    from masam.data.prepare import pancreas_folds
+    from masam.train import TrainConfig, Trainer
+
+    folds = pancreas_folds()
+    digest = hashlib.sha256(json.dumps(folds).encode()).hexdigest()
+    assert digest == "852dd22268a62dc1acc7cc1b2604d0428b5f898edc8d74cdef49b3717c9f975e"
+    assert [tuple(map(len, f.values())) for f in folds] == [(196, 28, 57)] * 4 + [(200, 28, 53)]
+    names = sorted({n for f in folds for part in f.values() for n in part})
+    assert len(names) == 281 and sorted(n for f in folds for n in f["test"]) == names  # 5-fold on test
+    src = _pancreas_raw(tmp_path / "raw", names, layout="split")
+    dst = tmp_path / "Dataset_Pancreas"
+    assert main(["prepare", "pancreas", str(src), str(dst)]) == 0
+    assert len(list((dst / "imagesTr").glob("*_0000.nii.gz"))) == 281
+    assert json.loads((dst / "dataset.json").read_text())["labels"] == {"background": 0, "pancreas": 1, "cancer": 2}
+    assert json.loads((dst / "splits_original.json").read_text()) == folds
+    assert read_label(dst / "labelsTr" / "pancreas_254.nii.gz").array.max() == 2
+    trainer = Trainer(TrainConfig(dataset=str(dst), output=str(tmp_path / "run"), fold="2"), progress=False)
+    trainer.dataset = load_dataset(str(dst))
+    train, val = trainer._fold_split()
+    assert [c.name for c in train] == folds[2]["train"] and [c.name for c in val] == folds[2]["val"]
+    assert train[0].name == "pancreas_254" and val[0].name == "pancreas_299"  # read from the pickle
+    assert not {c.name for c in train + val} & set(folds[2]["test"])
+
+
+def test_pancreas_names_the_missing_cases(tmp_path, capsys):
+    from masam.data.prepare import pancreas_folds
+
+    names = sorted({n for f in pancreas_folds() for part in f.values() for n in part})
+    src = _pancreas_raw(tmp_path / "raw", names[2:])
+    assert main(["prepare", "pancreas", str(src), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "2 of the original's 281 pancreas cases are missing" in err and names[0] in err and names[1] in err
+    assert not (tmp_path / "out").exists()

@@ -39,3 +39,20 @@ def test_a_bad_case_is_reported_by_name_and_no_plan_is_written(tmp_path, bad_cas
         preprocess_dataset(ds, tmp_path / "c", image_size=32, normalization=Normalization("CT"), processes=2)
     assert not (tmp_path / "c" / "plan.json").exists()
     assert not any(name.startswith(".") or "tmp" in name for name in os.listdir(tmp_path / "c"))
+
+
+
+def test_the_cache_keeps_every_normalised_value_bit_for_bit(tmp_path):
+    """Issue 24, finding 1: the cache stores what the normalisation computed (float32), so every HU
+    level of the window reaches the augmentation's 8-bit ops unchanged (a float16 cache moved 13
+    of the 451 levels to another 8-bit value, benchmarks/results/fidelity_cache.json)."""
+    root = make_dataset(tmp_path / "D", cases=1, shape=(2, 32, 32))
+    raw = np.arange(-1000, 1048, dtype=np.int16).reshape(2, 32, 32)  # every HU level of the window
+    write_volume(root / "imagesTr" / "case00_0000.nii.gz", raw, (1.0, 1.0, 3.0))
+    cache = preprocess_dataset(load_dataset(root), tmp_path / "cache", image_size=32, normalization=Normalization("CT"))
+    image = np.load(cache / "case00_image.npy")
+    assert image.dtype == np.float32
+    expected = Normalization("CT")(raw)
+    assert np.array_equal(image[:, 0], expected)
+    eight_bit = (image[:, 0] * np.float32(255)).astype(np.uint8)
+    assert len(np.unique(eight_bit)) == 256 and np.array_equal(eight_bit, (expected * np.float32(255)).astype(np.uint8))

@@ -93,3 +93,33 @@ def test_evaluate_folders_and_command(tmp_path, capsys):
     assert main(["evaluate", "-p", str(pred_dir), "-r", str(ref_dir), "-o", str(out)]) == 0
     assert "b.nii.gz: no prediction in" in capsys.readouterr().err
     assert [c["case"] for c in json.loads(out.read_text())["cases"]] == ["a"]
+
+
+def test_evaluate_at_size_scores_as_the_original_scores_prostate_beside_the_native_score(tmp_path, capsys):
+    """Issue 24: ``--at-size 512`` adds the Dice of both label maps with every slice resized to 512²
+    by nearest neighbour (the original's prostate preprocessing, util_script_prostateMRI.py:80-83),
+    computed here independently with scipy and a plain Dice; the native score is unchanged."""
+    from scipy.ndimage import zoom
+
+    rng = np.random.default_rng(0)
+    ref = np.zeros((3, 20, 24), np.uint8)
+    ref[:, 5:13, 6:17] = 1
+    pred = ref.copy()
+    pred[rng.random(ref.shape) < 0.15] = 1  # speckle: the two sizes score differently
+    for folder, array in (("ref", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        write_volume(tmp_path / folder / "case.nii.gz", array, (0.6, 0.5, 3.0))
+    out = tmp_path / "m.json"
+    args = ["evaluate", "-p", str(tmp_path / "pred"), "-r", str(tmp_path / "ref"), "-o", str(out), "--at-size", "512"]
+    assert main(args) == 0
+    results = json.loads(out.read_text())
+
+    def dice(a, b):
+        return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+    big = [zoom(a, (1, 512 / 20, 512 / 24), order=0) for a in (pred, ref)]
+    assert results["mean"]["dice"] == pytest.approx(dice(pred == 1, ref == 1))
+    assert results["at_size"]["size"] == 512 and big[0].shape == (3, 512, 512)
+    assert results["at_size"]["mean"]["dice"] == pytest.approx(dice(big[0] == 1, big[1] == 1))
+    assert results["at_size"]["mean"]["dice"] != pytest.approx(results["mean"]["dice"], abs=1e-4)
+    assert "resized to 512x512" in capsys.readouterr().out

@@ -163,3 +163,41 @@ def test_masam_predict_at_another_size_zooms_cubically_both_ways(original_files,
     print(f"agreement at 48x48: {agreement:.4f}")
     assert ours.shape == (10, 48, 48)
     assert agreement >= 0.65, agreement  # a random tiny model: its labels change from pixel to pixel
+
+
+def test_a_model_trained_in_the_originals_orientation_predicts_in_it():
+    """Issue 24, finding 2: a model whose input spec says ``orientation="original"`` gets its stacks
+    turned 180° (and its boxes with them) and its probabilities turned back to the slices' own."""
+    import dataclasses
+
+    from masam.data import Normalization
+    from masam.data.convention import to_original_orientation
+    from masam.infer.predictor import Predictor, model_input_spec
+    from masam.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig("vit_tiny", 32, num_classes=1, rank=4)).eval()
+    slices = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    boxes = torch.full((6, 4), float("nan"))
+    boxes[2] = torch.tensor([3.0, 5.0, 10.0, 20.0])  # x0, y0, x1, y1
+    seen, outputs = {}, {}
+    for orientation in ("masam", "original"):
+        model.input_spec = dataclasses.replace(model_input_spec(model), orientation=orientation)
+        predictor = Predictor(model, Normalization("CT"), batch_size=6)
+
+        def forward(stacks, stack_boxes, orientation=orientation):
+            seen[orientation] = (stacks, stack_boxes)
+            grey = stacks[:, :, :1]
+            return torch.cat([grey, 1 - grey], 2)
+
+        predictor.forward_stacks = forward
+        outputs[orientation] = dict(predictor.slice_probabilities(slices, boxes))
+    stacks, stack_boxes = seen["original"]
+    expected = to_original_orientation(slices[[0, 0, 0, 1, 2], 0].numpy())
+    assert np.array_equal(stacks[0, :, 0].numpy(), expected)
+    assert torch.equal(seen["masam"][0][0, :, 0], slices[[0, 0, 0, 1, 2], 0])
+    mask = np.zeros((32, 32), bool)
+    mask[5:21, 3:11] = True  # the box's pixels, rows y0..y1, columns x0..x1
+    rows, cols = np.nonzero(to_original_orientation(mask))
+    assert stack_boxes[0, 4].tolist() == [cols.min(), rows.min(), cols.max(), rows.max()]
+    for index in range(6):  # probabilities back in the slices' own orientation
+        assert torch.equal(outputs["original"][index], outputs["masam"][index])

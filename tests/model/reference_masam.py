@@ -98,21 +98,25 @@ def _attention(x, sd, b, heads, scale):
     return _lin(out, sd, p + ".proj")
 
 
-def _windowed(x, fn):
+def _windowed(x, fn, window=WINDOW):
     n, h, w, c = x.shape
-    hp, wp = math.ceil(h / WINDOW) * WINDOW, math.ceil(w / WINDOW) * WINDOW
+    hp, wp = math.ceil(h / window) * window, math.ceil(w / window) * window
     padded = x.new_zeros(n, hp, wp, c)
     padded[:, :h, :w] = x
-    out = torch.empty_like(padded)
-    for i in range(0, hp, WINDOW):
-        for j in range(0, wp, WINDOW):
-            out[:, i : i + WINDOW, j : j + WINDOW] = fn(padded[:, i : i + WINDOW, j : j + WINDOW])
-    return out[:, :h, :w]
+    pieces = {}
+    for i in range(0, hp, window):
+        for j in range(0, wp, window):
+            pieces[i, j] = fn(padded[:, i : i + window, j : j + window])
+    rows = [torch.cat([pieces[i, j] for j in range(0, wp, window)], 2) for i in range(0, hp, window)]
+    return torch.cat(rows, 1)[:, :h, :w]
 
 
-def encode(sd, x, d_size, heads, scale):
-    """``x`` ``[N, 3, S, S]`` -> image embeddings ``[N, 256, S/16, S/16]``."""
+def encode(sd, x, d_size, heads, scale, window=WINDOW, global_blocks=None):
+    """``x`` ``[N, 3, S, S]`` -> image embeddings ``[N, 256, S/16, S/16]``. ``window`` and
+    ``global_blocks``: SAM's (14, the blocks of :data:`GLOBAL_BLOCKS`) unless given (for masam's
+    vit_tiny test size)."""
     depth = sd["_depth"]
+    global_blocks = GLOBAL_BLOCKS[depth] if global_blocks is None else global_blocks
     x = F.conv2d(x, sd["image_encoder.patch_embed.proj.weight"], sd["image_encoder.patch_embed.proj.bias"], stride=16)
     x = x.permute(0, 2, 3, 1) + sd["image_encoder.pos_embed"]
     for b in range(depth):
@@ -120,7 +124,7 @@ def encode(sd, x, d_size, heads, scale):
         x = _adapter(x, sd, b, "", d_size)
         y = _ln(x, sd, p + ".norm1", 1e-6)
         attend = lambda t, b=b: _attention(t, sd, b, heads, scale)  # noqa: E731
-        y = attend(y) if b in GLOBAL_BLOCKS[depth] else _windowed(y, attend)
+        y = attend(y) if b in global_blocks else _windowed(y, attend, window)
         x = x + y
         x = _adapter(x, sd, b, "_2", d_size)
         y = _ln(x, sd, p + ".norm2", 1e-6)

@@ -193,3 +193,29 @@ def test_sam_base_file_replaces_the_checkpoint(tiny_sam, tmp_path):
     save_file(tensors, str(base), metadata={"masam_sam_base": "masam-sam-base", "fingerprint": fingerprint})
     with pytest.raises(CheckpointError, match="do not match its fingerprint"):
         masam.load_model(base, weights)
+
+
+def test_sams_file_never_loads_strictly_into_the_originals_model():
+    """docs/fidelity.md, decoder head: the original's ``_build_sam`` tries a strict
+    ``load_state_dict`` of SAM's file first (build_sam.py:132-136) and keeps the decoder head only
+    if it succeeds. Even at SAM's own size (1024²) and class count (3), the case where every shape
+    could fit, SAM's file (the fixture's key list, recorded from the official builder) lacks the
+    adapters and the extra upscaling stages, and its hypernetworks end 32 wide against MA-SAM's 8:
+    strict loading always fails, so the head is always re-initialised."""
+    from tests.conftest import INTEROP, require_shared
+
+    official = json.loads((require_shared(INTEROP) / "keys_shapes.json").read_text())["keys"]
+    official = {k["key"]: tuple(k["shape"]) for k in official}
+    with torch.device("meta"):
+        model = masam.build_model(masam.ModelConfig("vit_b", 1024, num_classes=3, rank=4))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if ".fact" not in k}  # FacT comes later
+    missing = sorted(set(ours) - set(official))
+    assert [k for k in missing if "adapter" not in k] == [
+        f"mask_decoder.output_upscaling.{i}.{p}" for i in (4, 6, 7, 9) for p in ("bias", "weight")
+    ]
+    assert sum("adapter" in k for k in missing) == 12 * 2 * 6  # 12 blocks, 2 adapters, 6 tensors each
+    assert not set(official) - set(ours)
+    wrong = {k for k in official if official[k] != ours[k]}
+    hyper = "mask_decoder.output_hypernetworks_mlps"
+    assert wrong == {f"{hyper}.{i}.layers.2.{p}" for i in range(4) for p in ("weight", "bias")}
+    assert all(official[k][0] == 32 and ours[k][0] == 8 for k in wrong)

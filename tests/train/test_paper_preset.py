@@ -11,8 +11,10 @@ import pytest
 import torch
 
 import masam.precision
+import masam.train.trainer
 from masam.cli import main
 from masam.data.prepare import prepare_btcv
+from masam.errors import ConfigError, MissingFileError
 from masam.infer.predictor import find_weights
 from masam.model.checkpoint import load_model
 from masam.precision import resolve_precision
@@ -45,6 +47,8 @@ def test_btcv_preset_trains_on_every_case_without_validation_keeps_snapshots_and
     assert (np.load(run / "cache" / "btcv_0001_label.npy") == 12).any()
     model = load_model(None, run / "model_last.safetensors")
     assert model.config.num_classes == 12 and model.input_spec.modality == "CT"
+    assert model.input_spec.orientation == "original"  # issue 24: prediction turns as training did
+    assert model.input_spec.normalization[0]["stack_minmax"]
     last, snapshot = (load_model(None, run / f"model_{n}.safetensors") for n in ("last", "epoch_2"))
     assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), snapshot.state_dict().values()))
     out = tmp_path / "pred"
@@ -138,3 +142,71 @@ def test_mri_rule_is_robust_by_default_the_originals_in_the_presets_and_kept_by_
     del saved["mri_rule"]
     assert TrainConfig.from_dict(saved).mri_rule == "percentile"
     assert TrainConfig.from_dict({**saved, "mri_rule": "robust"}).mri_rule == "robust"
+
+
+def test_device_auto_is_the_default_and_gives_the_originals_mixed_precision_on_a_gpu(monkeypatch, tmp_path):
+    """Issue 24: without --device, a preset run on a machine with a GPU trains on it in fp16 with
+    a GradScaler and TF32 (the original's train.py:44-59), and on the CPU where there is none."""
+    config = resolve_train_config({"dataset": "d", "output": str(tmp_path), "arch": "vit_tiny"}, "btcv")
+    assert config.device == "auto" and config.precision == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    trainer = Trainer(config, progress=False)
+    trainer._setup_processes()
+    assert (trainer.device.type, trainer.precision) == ("cpu", "fp32")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(masam.precision.torch.cuda, "get_device_capability", lambda d=None: (8, 0))
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    trainer = Trainer(config, progress=False)
+    trainer._setup_processes()
+    assert (trainer.device.type, trainer.precision, trainer.dtype) == ("cuda", "fp16", torch.float16)
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    trainer.model = torch.nn.Linear(2, 2)
+    trainer._setup_optimiser()
+    assert isinstance(trainer.scaler, torch.amp.GradScaler)
+
+
+@pytest.mark.parametrize(("world", "share"), [(1, 24), (2, 12), (8, 3), (5, None)])
+def test_the_presets_batch_of_24_is_the_global_batch_split_over_the_processes(monkeypatch, tmp_path, world, share):
+    """Issue 24: under a torchrun of N processes each takes 24 / N stacks (the original's 3 per
+    GPU x 8 GPUs); a batch that does not divide is refused, naming both numbers, before any work."""
+    config = resolve_train_config(
+        {"dataset": "d", "output": str(tmp_path), "arch": "vit_tiny", "device": "cpu"}, "paper"
+    )
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(masam.train.trainer.dist, "init_process_group", lambda *a, **k: None)
+    monkeypatch.setattr(masam.train.trainer.dist, "is_initialized", lambda: False)
+    trainer = Trainer(config, progress=False)
+    if share is None:
+        with pytest.raises(ConfigError, match=r"--batch-size 24 is the global batch .* over the 5 processes"):
+            trainer._setup_processes()
+        return
+    trainer._setup_processes()
+    assert trainer.batch == share and trainer.batch * world == 24
+
+
+def test_predict_with_names_any_kept_snapshot(tmp_path):
+    """Issue 24: ``--predict-with epoch:N`` designates ``model_epoch_N.safetensors``. The original
+    numbers its files from 0 (``epoch_159.pth``, test.py:171, is saved after 160 epochs,
+    trainer.py:122-127); masam counts the epochs done, so that file is our ``model_epoch_160``."""
+    given = {"dataset": "d", "output": str(tmp_path), "arch": "vit_tiny"}
+    assert resolve_train_config({**given, "predict_with": "epoch:160"}, "btcv").predict_with == "epoch:160"
+    assert resolve_train_config({**given, "predict_with": "epoch:300"}, "btcv").predict_with == "epoch:300"
+    for wrong, message in [
+        ("epoch:150", r"keeps no such snapshot; it keeps every 20 epochs and at the last \(300\)"),
+        ("epoch:320", "keeps no such snapshot"), ("epoch:x", "best, last or epoch:N"), ("first", "best, last"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            resolve_train_config({**given, "predict_with": wrong}, "btcv")
+    with pytest.raises(ConfigError, match=r"none \(--snapshot-every 0\)"):
+        resolve_train_config({**given, "predict_with": "epoch:20"})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"predict_with": "epoch:160"}}))
+    for name in ("model_epoch_140", "model_epoch_160", "model_last"):
+        (run / f"{name}.safetensors").write_bytes(b"")
+    assert find_weights(run) == run / "model_epoch_160.safetensors"
+    (run / "model_epoch_160.safetensors").unlink()
+    with pytest.raises(MissingFileError, match="model_epoch_160.safetensors"):
+        find_weights(run)

@@ -111,7 +111,7 @@ def test_two_processes_under_torchrun_train_as_one_with_the_global_batch(dataset
         "train",
     ]
     done = subprocess.run(
-        [*cmd, *common, "--batch-size", "1", "--check-sync", "-o", str(tmp_path / "ddp")],
+        [*cmd, *common, "--batch-size", "2", "--check-sync", "-o", str(tmp_path / "ddp")],  # 1 per process
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

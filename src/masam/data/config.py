@@ -51,7 +51,7 @@ def label_map_from_text(text: str | None) -> dict[int, int]:
         raise ConfigError(str(err)) from None
 
 
-PREPARE_DATASETS = ("btcv", "prostate", "endovis")
+PREPARE_DATASETS = ("btcv", "prostate", "endovis", "pancreas")
 
 
 @dataclass

@@ -23,6 +23,7 @@ probabilities back to the slice's size (test.py:59-60).
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 # dataset.py:19-21 and test.py:24-26 (BTCV); dataset_bbox.py:20-22 (the box-prompted tumour task)
@@ -38,6 +39,33 @@ def to_original_orientation(slices: np.ndarray) -> np.ndarray:
 def from_original_orientation(slices: np.ndarray) -> np.ndarray:
     """Inverse of :func:`to_original_orientation` (the 180° turn is its own inverse)."""
     return slices[..., ::-1, ::-1]
+
+
+def turn_original(x: torch.Tensor, video: bool) -> torch.Tensor:
+    """Slices ``[..., H, W]`` between masam's orientation and the original's, either way (its own
+    inverse): turned by 180°, video frames anti-transposed (issue 24: what the network sees in
+    training and prediction under ``--orientation original``)."""
+    return (x.transpose(-1, -2) if video else x).flip(-2, -1)
+
+
+def turn_original_boxes(boxes: torch.Tensor, size: int, video: bool) -> torch.Tensor:
+    """Boxes ``[..., 4]`` (x0, y0, x1, y1) in a ``size``-square slice, turned as :func:`turn_original`
+    turns the slice (NaN rows stay NaN)."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    last = size - 1
+    if video:
+        return torch.stack([last - y1, last - x1, last - y0, last - x0], -1)
+    return torch.stack([last - x1, last - y1, last - x0, last - y0], -1)
+
+
+def turn_original_points(points: torch.Tensor, size: int, video: bool) -> torch.Tensor:
+    """Points ``[..., 3]`` (x, y, label) in a ``size``-square slice, turned as :func:`turn_original`
+    turns the slice; labels kept."""
+    x, y, label = points.unbind(-1)
+    last = size - 1
+    if video:
+        return torch.stack([last - y, last - x, label], -1)
+    return torch.stack([last - x, last - y, label], -1)
 
 
 def frames_to_original_orientation(frames: np.ndarray) -> np.ndarray:

@@ -11,6 +11,8 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from .augment import StackAugmenter
+from .convention import turn_original
+from .normalize import scale_stacks
 from .slices import stack_indices
 
 
@@ -34,6 +36,8 @@ class StackDataset(TorchDataset):
         slices: int = 5,
         augment: StackAugmenter | None = None,
         seed: int = 0,
+        stack_minmax: bool = False,
+        orientation: str = "masam",
     ) -> None:
         self.cache = Path(cache)
         plan = json.loads((self.cache / "plan.json").read_text())
@@ -41,6 +45,8 @@ class StackDataset(TorchDataset):
         self.slices = slices
         self.augment = augment
         self.seed = seed
+        self.stack_minmax = stack_minmax  # each stack scaled by its own range before augmentation (the original's)
+        self.orientation = orientation  # "original": the network sees the original's orientation (issue 24)
         self.epoch = 0
         self.images = [np.load(self.cache / f"{c}_image.npy", mmap_mode="r") for c in self.cases]
         self.labels = [np.load(self.cache / f"{c}_label.npy", mmap_mode="r") for c in self.cases]
@@ -57,9 +63,14 @@ class StackDataset(TorchDataset):
         idx = stack_indices(self.images[case].shape[0], centre, self.slices)
         image = torch.from_numpy(np.asarray(self.images[case][idx], dtype=np.float32))
         label = torch.from_numpy(np.asarray(self.labels[case][idx]).astype(np.int64))
+        if self.stack_minmax:
+            image = scale_stacks(image)
         if self.augment is not None:
             g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
             image, label = self.augment(image, label, g)
+        if self.orientation == "original":  # RGB frames anti-transposed, as the augmentation's frame "auto"
+            video = image.shape[1] == 3
+            image, label = turn_original(image, video).contiguous(), turn_original(label, video).contiguous()
         if image.shape[1] == 1:  # grey: augmented once, then shown to SAM as RGB
             image = image.expand(-1, 3, -1, -1)
         return {"image": image, "label": label, "case": self.cases[case], "slice": centre}

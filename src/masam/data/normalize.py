@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from ..errors import ConfigError
 from ..spec import InputSpec
+from .convention import ORIGINAL_CT, ORIGINAL_CT_BOX, window_ct
 
 MODALITIES = ("CT", "MRI", "RGB")
 _ALIASES = {
@@ -66,6 +68,8 @@ class Normalization:
     window: tuple[float, float] = (-200.0, 250.0)
     percentile: float = 99.0
     mri_rule: str = "percentile"
+    # issue 24: the original loader's last step, on every stack the model sees (see scale_stacks)
+    stack_minmax: bool = False
 
     def __post_init__(self) -> None:
         self.modality = modality_from_name(self.modality)
@@ -74,11 +78,40 @@ class Normalization:
             raise ConfigError(f"CT window must be increasing, got {self.window}")
         if self.mri_rule not in MRI_RULES:
             raise ConfigError(f"unknown MRI normalisation {self.mri_rule!r}: use one of {', '.join(MRI_RULES)}")
+        if self.stack_minmax and self.modality == "MRI" and self.mri_rule != "percentile":
+            raise ConfigError(
+                "--stack-minmax reproduces the original's loader, which takes MRI by the percentile rule: "
+                "add --mri-rule percentile"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def original_values(self, array: np.ndarray) -> np.ndarray:
+        """Issue 24, with ``stack_minmax``: the original loader's values before its per-stack
+        min-max, in its arithmetic, so that :func:`scale_stacks` gives its values bit for bit. CT:
+        the HU (float64, as nibabel reads them) clipped, x255, float32, z-score (dataset.py:370-376);
+        MR: the percentile step in float32 (util_script_prostateMRI.py:68-75), then the same CT steps,
+        which the released loader applies to every pickle."""
+        if self.modality == "CT":
+            return window_ct(np.asarray(array, np.float64), self.window, *_original_mean_std(self.window))
+        values = np.asarray(array, np.float32)
+        high, low = np.quantile(values, self.percentile / 100), np.min(values)
+        unit = (np.where(values > high, high, values) - low) / (high - low) if high > low else values * 0
+        return window_ct(unit, ORIGINAL_CT["window"], ORIGINAL_CT["mean"], ORIGINAL_CT["std"])
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range of the values it gives (resizing clamps its cubic overshoot to it)."""
+        if not self.stack_minmax or self.modality == "RGB":
+            return (0.0, 1.0)
+        ends = np.asarray(self.window, np.float64) if self.modality == "CT" else np.array([0.0, 1.0], np.float32)
+        low, high = self.original_values(ends) if self.modality == "CT" else window_ct(ends)
+        return (float(low), float(high))
+
     def __call__(self, array: np.ndarray) -> np.ndarray:
+        if self.stack_minmax and self.modality != "RGB":
+            return self.original_values(array)
         if self.modality == "RGB":
             return (array.astype(np.float32) / 255.0).clip(0.0, 1.0)
         if self.modality == "CT":
@@ -101,6 +134,25 @@ def robust_window(array: np.ndarray) -> tuple[float, float]:
     q25, median, q75 = np.percentile(foreground, [25, 50, 75]).astype(np.float64)
     iqr = q75 - q25
     return float(median + ROBUST_WINDOW[0] * iqr), float(median + ROBUST_WINDOW[1] * iqr)
+
+
+def _original_mean_std(window: tuple[float, float]) -> tuple[float, float]:
+    """The original's dataset mean and std for a CT window (the box task's or BTCV's; the per-stack
+    min-max cancels them, but they decide the rounding)."""
+    box = ORIGINAL_CT_BOX
+    chosen = box if tuple(window) == tuple(box["window"]) else ORIGINAL_CT
+    return chosen["mean"], chosen["std"]
+
+
+def scale_stacks(stacks: torch.Tensor) -> torch.Tensor:
+    """Each stack ``[..., D, C, H, W]`` scaled to [0, 1] by its own minimum and maximum (+1e-8): the
+    last step of the original's loader for every dataset (datasets/dataset.py:378, test.py:124),
+    kept where ``Normalization.stack_minmax`` is set (the paper presets). Applied where stacks are
+    cut (training's :class:`~masam.data.loader.StackDataset`, the predictor), after the per-volume
+    normalisation; the affine steps before it in the original (x255, z-score) cancel in it."""
+    dims = tuple(range(stacks.dim() - 4, stacks.dim()))
+    low, high = stacks.amin(dims, keepdim=True), stacks.amax(dims, keepdim=True)
+    return (stacks - low) / (high - low + 1e-8)
 
 
 # --- issue 15: several channels per case

@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..fileio import atomic_path
 from .dataset import DatasetError
+from .splits import write_splits
 
 # preprocessing/util_script_btcv.py:77 and dataset_split.md:2
 BTCV_TEST = ("0035", "0036", "0037", "0038", "0039", "0040")
@@ -58,6 +59,8 @@ ENDOVIS_COLOURS = {
     (12, 255, 141): ("ultrasound-probe", 11),
 }
 ENDOVIS_TEST_OFFSET = 20  # Test/seq_N becomes case 00(N+20): util_script_endovis18.py:50-53, test 0021-0024
+# MSD Task07 Pancreas (dataset.json of the Medical Segmentation Decathlon)
+PANCREAS_LABELS = {"background": 0, "pancreas": 1, "cancer": 2}
 
 
 def merge_labels(array: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
@@ -255,3 +258,47 @@ def prepare_endovis(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         raise DatasetError(f"{src}: no Train/seq_N or Test/seq_N folders")
     labels = {name: index for name, index in ENDOVIS_COLOURS.values()}
     return _finish(dst, {"channel_names": {"0": "RGB"}, "labels": labels, "file_ending": ".png"}, train, test)
+
+
+def pancreas_folds() -> list[dict[str, list[str]]]:
+    """The original's 5 MSD-Pancreas folds (``preprocessing/split_pancreas.pkl``: train 196, val
+    28, test 57 or 53 cases; the test lists cover the 281 labelled cases once), shipped as JSON
+    (read once from the pickle at development time; never unpickled here)."""
+    return json.loads((Path(__file__).with_name("pancreas_folds.json")).read_text())["folds"]
+
+
+def _pancreas_files(src: Path, name: str) -> tuple[Path, Path]:
+    """A case's image and label: the layout the original's split names (``Training/NAME/image.nii.gz``,
+    ``segmentation.nii.gz``), else MSD's (``imagesTr/NAME.nii.gz``, ``labelsTr/NAME.nii.gz``)."""
+    folder = src / "Training" / name
+    if (folder / "image.nii.gz").is_file():
+        return folder / "image.nii.gz", folder / "segmentation.nii.gz"
+    return src / "imagesTr" / f"{name}.nii.gz", src / "labelsTr" / f"{name}.nii.gz"
+
+
+def prepare_pancreas(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """MSD-Pancreas -> ``dst``: the 281 labelled cases in ``imagesTr``/``labelsTr`` (labels as MSD's:
+    pancreas 1, cancer 2), ``splits_final.json`` with the original's 5 folds (``--fold F`` trains on
+    fold F's train cases and holds out its val cases) and ``splits_original.json`` with each fold's
+    train, val and test lists. Every case of the folds must be there; the missing are listed."""
+    src, dst = Path(src), Path(dst)
+    folds = pancreas_folds()
+    names = sorted({n for fold in folds for part in fold.values() for n in part})
+    files = {n: _pancreas_files(src, n) for n in names}
+    missing = [n for n, (image, label) in files.items() if not (image.is_file() and label.is_file())]
+    if missing:
+        raise DatasetError(
+            f"{src}: {len(missing)} of the original's {len(names)} pancreas cases are missing (expected "
+            f"Training/NAME/image.nii.gz + segmentation.nii.gz, or imagesTr/NAME.nii.gz + labelsTr/NAME.nii.gz): "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
+    for name, (image, label) in files.items():
+        _volume_case(image, label, dst, name, False, lambda a: a)
+    meta = {"channel_names": {"0": "CT"}, "labels": PANCREAS_LABELS, "file_ending": ".nii.gz"}
+    meta["numTraining"] = len(names)
+    with atomic_path(dst / "dataset.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+    write_splits(dst / "splits_final.json", [{"train": f["train"], "val": f["val"]} for f in folds])
+    with atomic_path(dst / "splits_original.json") as tmp:
+        tmp.write_text(json.dumps(folds, indent=1))
+    return dst

@@ -2,7 +2,9 @@
 nnU-Net calls preprocessing), so that training never re-reads a volume per stack.
 
 Cache layout (``CACHE/``): ``plan.json`` (image size, normalisation, labels, cases) and per case
-``CASE_image.npy`` (float16 ``[S, C, size, size]``), ``CASE_label.npy`` (uint8 ``[S, size, size]``)
+``CASE_image.npy`` (float32 ``[S, C, size, size]``; issue 24: a float16 cache moved 2.9 % of the CT
+window's HU levels and 51 % of an RGB frame's 8-bit values to another 8-bit value, which the
+augmentation ops then see, benchmarks/results/fidelity_cache.json), ``CASE_label.npy`` (uint8 ``[S, size, size]``)
 and ``CASE.json`` (source paths, geometry, slice axis).
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from ..fileio import atomic_path
 from .channels import read_channels
 from .dataset import Case, Dataset, check_label_values
@@ -31,11 +33,20 @@ from .slices import labels_to_slices, prepare_image, resize_slices
 
 
 def dataset_normalization(
-    dataset: Dataset, ct_window: tuple[float, float], mri_percentile: float, mri_rule: str
+    dataset: Dataset,
+    ct_window: tuple[float, float],
+    mri_percentile: float,
+    mri_rule: str = "percentile",
+    stack_minmax: bool = False,
 ) -> Normalization | ChannelNormalization:
-    """One rule per channel, by the channel's modality (several channels: :class:`ChannelNormalization`)."""
+    """One rule per channel, by the channel's modality (several channels: :class:`ChannelNormalization`).
+    ``stack_minmax``: each stack scaled by its own range afterwards (the original's; one channel)."""
     modalities = dataset.channel_modalities or (dataset.modality,)
-    norms = [Normalization(m, ct_window, mri_percentile, mri_rule) for m in modalities]
+    if stack_minmax and len(modalities) > 1:
+        raise ConfigError(f"--stack-minmax takes one channel; {dataset.root} has {len(modalities)}")
+    norms = [
+        Normalization(m, ct_window, mri_percentile, mri_rule=mri_rule, stack_minmax=stack_minmax) for m in modalities
+    ]
     return norms[0] if len(norms) == 1 else ChannelNormalization(norms)
 
 
@@ -71,11 +82,15 @@ def preprocess_case(
         "is_video": image.is_video,
         "num_slices": int(slices.shape[0]),
     }
-    _write_npy(cache / f"{case.name}_image.npy", slices.numpy().astype(np.float16))
+    _write_npy(cache / f"{case.name}_image.npy", slices.numpy().astype(CACHE_DTYPE))
     _write_npy(cache / f"{case.name}_label.npy", label_slices.numpy().astype(np.uint8))
     with atomic_path(cache / f"{case.name}.json") as tmp:
         tmp.write_text(json.dumps(info, indent=1))
     return info
+
+
+# issue 24: float32, the dtype the normalisation computes in (twice float16's size)
+CACHE_DTYPE = np.float32
 
 
 def cache_plan(
@@ -87,10 +102,12 @@ def cache_plan(
     """What a cache was made with (its ``plan.json`` less the case list)."""
     return {
         "image_size": image_size,
-        "normalization": normalization.to_dict(),
+        # stack_minmax acts where stacks are cut, not on the cached slices
+        "normalization": {k: v for k, v in normalization.to_dict().items() if k != "stack_minmax"},
         "labels": dataset.labels,
         "modality": normalization.modality,
         "label_map": {str(k): v for k, v in label_map.items()} if label_map else None,
+        "image_dtype": np.dtype(CACHE_DTYPE).name,  # an older float16 cache is rebuilt
     }
 
 

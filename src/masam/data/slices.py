@@ -49,9 +49,12 @@ def labels_from_slices(array: np.ndarray, axis: int, is_video: bool = False) -> 
     return array if is_video else np.moveaxis(array, 0, axis)
 
 
-def resize_slices(array: np.ndarray | torch.Tensor, size: int | tuple[int, int], labels: bool = False, chunk: int = 32):
-    """In-plane resize: images ``[S, C, h, w]`` cubic (clamped to [0, 1]), labels ``[S, h, w]``
-    nearest. Returns a tensor (float32 or the label dtype)."""
+def resize_slices(
+    array: np.ndarray | torch.Tensor, size: int | tuple[int, int], labels: bool = False, chunk: int = 32,
+    value_range: tuple[float, float] = (0.0, 1.0),
+):  # fmt: skip
+    """In-plane resize: images ``[S, C, h, w]`` cubic (clamped to ``value_range``, the
+    normalisation's), labels ``[S, h, w]`` nearest. Returns a tensor (float32 or the label dtype)."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     x = torch.as_tensor(array)
     if tuple(x.shape[-2:]) == size:
@@ -62,7 +65,7 @@ def resize_slices(array: np.ndarray | torch.Tensor, size: int | tuple[int, int],
         if labels:
             part = F.interpolate(part[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(x.dtype)
         else:
-            part = F.interpolate(part.float(), size=size, mode="bicubic", align_corners=False).clamp_(0, 1)
+            part = F.interpolate(part.float(), size=size, mode="bicubic", align_corners=False).clamp_(*value_range)
         out.append(part)
     return torch.cat(out)
 
@@ -72,4 +75,5 @@ def prepare_image(
 ) -> tuple[torch.Tensor, int]:
     """Normalised, model-sized slices ``[S, C, image_size, image_size]`` (float32) and the slice axis."""
     slices, axis = to_slices(volume)
-    return resize_slices(normalization(slices), image_size), axis
+    value_range = getattr(normalization, "value_range", (0.0, 1.0))
+    return resize_slices(normalization(slices), image_size, value_range=value_range), axis

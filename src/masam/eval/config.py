@@ -22,6 +22,11 @@ class EvaluateConfig:
     )  # fmt: skip
     merge_labels: str | None = merge_labels_setting("files")  # issue 12
     nsd_tolerance: float = setting(2.0, "surface Dice tolerance in mm", "metrics")
+    # issue 24: the original scores prostate on volumes resized to 512² at preprocessing
+    at_size: int | None = setting(
+        None, "also score with every slice of both label maps resized to N x N (nearest), as the original scores "
+        "prostate at 512", "metrics", metavar="N", default_text="native size only",
+    )  # fmt: skip
 
 
 @dataclass

@@ -29,6 +29,7 @@ def evaluate_folders(
     nsd_tolerance: float = 2.0,
     label_map: dict[int, int] | None = None,
     warn: Callable[[str], None] | None = None,
+    at_size: int | None = None,
 ) -> dict:
     """Per case and per class metrics, per-class means and the overall mean.
 
@@ -37,7 +38,9 @@ def evaluate_folders(
     ``classes`` default: every foreground value found in the references. ``label_map``:
     label values merged in both (``--merge-labels``, e.g. ``{13: 12}``). ``warn`` (default:
     a line on stderr) gets one line per doubtful case: a prediction without a reference, labels in a
-    reference or prediction that are not evaluated.
+    reference or prediction that are not evaluated. ``at_size`` (issue 24): the same scores again,
+    under ``"at_size"``, with every slice of both label maps resized to ``at_size`` squared (nearest),
+    as the original scores prostate on volumes resized to 512² (util_script_prostateMRI.py:80-83).
     """
     warn = warn or _warn_stderr
     preds, refs = scan_cases(pred_dir, channel_suffix=False), scan_cases(ref_dir, channel_suffix=False)
@@ -68,6 +71,15 @@ def evaluate_folders(
         classes = sorted({int(v) for _, r, _ in loaded.values() for v in np.unique(r) if v > 0})
     names = {c: (class_names or {}).get(c, str(c)) for c in classes}
     _warn_unevaluated(loaded, classes, warn)
+    results = {"nsd_tolerance_mm": nsd_tolerance, **_scores(loaded, classes, names, nsd_tolerance)}
+    if at_size is not None:
+        resized = {name: _at_size(*item, at_size) for name, item in loaded.items()}
+        results["at_size"] = {"size": at_size, **_scores(resized, classes, names, nsd_tolerance)}
+    return results
+
+
+def _scores(loaded: dict, classes: list[int], names: dict[int, str], nsd_tolerance: float) -> dict:
+    """``cases``, ``mean_per_class`` and ``mean`` of ``{case: (pred, ref, spacing)}``."""
     cases = []
     for name, (pred, ref, spacing) in loaded.items():
         per_class = case_metrics(pred, ref, spacing, classes, nsd_tolerance)
@@ -76,7 +88,18 @@ def evaluate_folders(
         names[c]: {m: float(np.mean([row["classes"][names[c]][m] for row in cases])) for m in METRICS} for c in classes
     }
     overall = {m: float(np.mean([v[m] for v in means.values()])) for m in METRICS}
-    return {"nsd_tolerance_mm": nsd_tolerance, "cases": cases, "mean_per_class": means, "mean": overall}
+    return {"cases": cases, "mean_per_class": means, "mean": overall}
+
+
+def _at_size(pred: np.ndarray, ref: np.ndarray, spacing: tuple, size: int) -> tuple:
+    """Both label maps ``[z, y, x]`` with every slice resized to ``size`` squared by nearest
+    neighbour (scipy ``zoom(order=0)``, as the original), the in-plane spacing scaled to match."""
+    from scipy.ndimage import zoom
+
+    h, w = ref.shape[1:]
+    factors = (1.0, size / h, size / w)
+    scaled = (spacing[0], spacing[1] * h / size, spacing[2] * w / size)
+    return zoom(pred, factors, order=0), zoom(ref, factors, order=0), scaled
 
 
 def _warn_stderr(message: str) -> None:
@@ -121,4 +144,7 @@ def format_table(results: dict) -> str:
         lines.append(f"{cls:<20}{v['dice']:>8.4f}{v['hd95']:>10.2f}{v['nsd']:>8.4f}")
     m = results["mean"]
     lines.append(f"{'mean':<20}{m['dice']:>8.4f}{m['hd95']:>10.2f}{m['nsd']:>8.4f}")
+    if "at_size" in results:
+        size, dice = results["at_size"]["size"], results["at_size"]["mean"]["dice"]
+        lines.append(f"mean Dice, every slice resized to {size}x{size} (the original's prostate scoring): {dice:.4f}")
     return "\n".join(lines)

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.channels import channel_files, describe_channels, read_channels
-from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX
+from ..data.convention import ORIGINAL_CT, ORIGINAL_CT_BOX, turn_original, turn_original_boxes, turn_original_points
 from ..data.intensity import intensity_warning
 from ..data.io import Volume, read_volume, slice_axis
-from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec
+from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec, scale_stacks
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..device import free_cached_memory, is_out_of_memory, resolve_device
 from ..errors import ConfigError, InputError, MissingFileError
@@ -64,7 +64,8 @@ class Prediction:
 
 def find_weights(model_path: str | os.PathLike) -> Path:
     """A weights file, or the model a run folder designates: the last one where its
-    ``config.json`` says ``predict_with: last`` (the paper preset), else the best (else last)."""
+    ``config.json`` says ``predict_with: last`` (the paper preset), the snapshot
+    ``model_epoch_N.safetensors`` where it says ``epoch:N`` (issue 24), else the best (else last)."""
     path = Path(model_path)
     if path.is_dir():
         for name in _run_models(path):
@@ -81,6 +82,8 @@ def _run_models(run: Path) -> tuple[str, ...]:
         designated = "best"
     if designated == "last":
         return ("model_last.safetensors",)
+    if isinstance(designated, str) and designated.startswith("epoch:"):
+        return (f"model_epoch_{designated.partition(':')[2]}.safetensors",)
     return ("model_best.safetensors", "model_last.safetensors")
 
 
@@ -250,6 +253,20 @@ class Predictor:
         ``slices``: ``[N, C, S, S]`` normalised, model-sized; ``boxes``: ``[N, 4]`` in model pixels
         (NaN rows: no box) or None; ``points``: ``[N, P, 3]`` in model pixels (label -1: none) or None.
         """
+        if self.input_spec.orientation != "original":
+            yield from self._stack_probabilities(slices, boxes, progress, points)
+            return
+        # issue 24: the network sees the original's orientation, as in training; the slices' own back
+        video, size = slices.shape[1] == 3, slices.shape[-1]
+        boxes = None if boxes is None else turn_original_boxes(boxes, size, video)
+        points = None if points is None else turn_original_points(points, size, video)
+        for index, probs in self._stack_probabilities(turn_original(slices, video), boxes, progress, points):
+            yield index, turn_original(probs, video)
+
+    def _stack_probabilities(
+        self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None, points: torch.Tensor | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """:meth:`slice_probabilities` in the orientation the network sees."""
         n = slices.shape[0]
         half = self.slices // 2
         # Stacks are cut and probabilities summed where the model runs: on a GPU only the label
@@ -265,6 +282,8 @@ class Predictor:
             batch = centres[start : start + self.batch_size]
             idx = torch.from_numpy(np.stack([stack_indices(n, c, self.slices) for c in batch]))  # [B, D]
             stacks = slices[idx.to(self.device)]
+            if getattr(self.normalization, "stack_minmax", False):  # issue 24: as in training
+                stacks = scale_stacks(stacks.float())
             if stacks.shape[2] == 1:
                 stacks = stacks.expand(-1, -1, 3, -1, -1)
             stack_boxes = None if boxes is None else boxes[idx]

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.convention import turn_original, turn_original_boxes
 from ..data.io import Volume, slice_axis
+from ..data.normalize import scale_stacks
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from .boxes import (
     Prompt,
@@ -43,11 +45,18 @@ def model_slice_probabilities(predictor: Predictor, volume: Volume) -> Callable[
 
     def probabilities(index: int, box: list[float]) -> torch.Tensor:
         stack = slices[torch.from_numpy(stack_indices(n, index, depth))][None]  # [1, D, C, S, S]
+        if getattr(predictor.normalization, "stack_minmax", False):  # issue 24: as in training
+            stack = scale_stacks(stack.float())
+        video = stack.shape[2] == 3
         if stack.shape[2] == 1:
             stack = stack.expand(-1, -1, 3, -1, -1)
         boxes = torch.full((1, depth, 4), float("nan"))
         boxes[0, depth // 2] = torch.tensor(box, dtype=torch.float32) * scale
+        turn = predictor.input_spec.orientation == "original"  # issue 24: the network's orientation
+        if turn:
+            stack, boxes = turn_original(stack, video), turn_original_boxes(boxes, size, video)
         probs = predictor.forward_stacks(stack.float(), boxes)[0, depth // 2]  # [K+1, S, S]
+        probs = turn_original(probs, video) if turn else probs
         if (rows, cols) != (size, size):
             probs = F.interpolate(probs[None], size=(rows, cols), mode="bilinear", align_corners=False)[0]
         return probs

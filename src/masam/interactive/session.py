@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.io import Volume, slice_axis
+from ..data.normalize import scale_stacks
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..errors import InputError
 from ..infer.boxes import (
@@ -113,6 +114,8 @@ class Session:
         self.predictor._check_channels(volume)
         if self.predictor.input_spec.convention == "original":
             raise InputError(f"{volume.path}: a model in the original MA-SAM convention takes no prompts")
+        if self.predictor.input_spec.orientation == "original":  # issue 24's --orientation original
+            raise InputError(f"{volume.path}: a model trained in the original's orientation: use masam predict")
         self.volume = volume
         self.slices, self.axis = prepare_image(volume, self.predictor.normalization, self.model.image_size)
         self.n = self.slices.shape[0]
@@ -172,6 +175,8 @@ class Session:
             if c not in self._embeddings:
                 idx = torch.from_numpy(stack_indices(self.n, self.centres[c], self.predictor.slices))
                 stack = self.slices[idx][None].to(self.predictor.device)
+                if getattr(self.predictor.normalization, "stack_minmax", False):  # as the predictor
+                    stack = scale_stacks(stack.float())
                 if stack.shape[2] == 1:
                     stack = stack.expand(-1, -1, 3, -1, -1)
                 with torch.no_grad(), self.predictor._autocast():

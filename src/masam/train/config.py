@@ -97,7 +97,11 @@ class TrainConfig:
         "first adds a click at the largest error and gets the last prediction as the mask prompt", "model",
     )  # fmt: skip
     # optimisation
-    batch_size: int = setting(24, "stacks per step and process", "optimisation")
+    # issue 24: the global batch, as the original's 3 per GPU x 8 GPUs (train.py:21-22, trainer.py:44)
+    batch_size: int = setting(
+        24, "stacks per step over all processes: a torchrun of N processes gives each batch-size / N",
+        "optimisation",
+    )  # fmt: skip
     accumulate: int = setting(1, "micro-batches per optimizer step", "optimisation")
     lr: float = setting(8e-4, "peak learning rate", "optimisation")
     weight_decay: float = setting(0.1, "AdamW weight decay", "optimisation")
@@ -128,7 +132,7 @@ class TrainConfig:
         None, "data-loader workers per process", "runtime", default_text="2, at most the cores this process may use "
         "less one (issue 28: no oversubscribed shared CPU)",
     )  # fmt: skip
-    device: str = setting("cpu", "cpu or cuda", "runtime")
+    device: str = setting("auto", "cpu, cuda or auto (CUDA when PyTorch sees a GPU, else the CPU)", "runtime")
     host_allocator: str = setting(
         "auto",
         "host memory policy: lean returns large blocks to the system (less memory, slower), reuse keeps them "
@@ -151,10 +155,23 @@ class TrainConfig:
         "data", choices=("slice", "stack"),
     )  # fmt: skip
     merge_labels: str | None = merge_labels_setting()
+    # issue 24: the network sees the original's orientation in training and prediction (the presets)
+    orientation: str = setting(
+        "masam", "in-plane orientation of the slices the network sees: masam's (SimpleITK's [y, x]) or the "
+        "original's (turned 180°, video frames anti-transposed), stored in the model's input spec", "data",
+        choices=("masam", "original"),
+    )  # fmt: skip
+    # issue 24: the original's loader scales every stack by its own range (datasets/dataset.py:378)
+    stack_minmax: bool = setting(
+        False, "scale each stack to [0, 1] by its own minimum and maximum after the normalisation, in training "
+        "and prediction (the original's loader, for every dataset)", "data",
+    )  # fmt: skip
     snapshot_every: int = setting(0, "epochs between snapshots model_epoch_N.safetensors; 0 = none", "schedule")
+    # issue 24: any kept snapshot (the original's test.py loads epoch_159.pth, our model_epoch_160)
     predict_with: str = setting(
-        "best", "the model the run folder designates for masam predict", "schedule", choices=("best", "last")
-    )
+        "best", "the model the run folder designates for masam predict: best, last, or epoch:N (the snapshot "
+        "model_epoch_N.safetensors kept by --snapshot-every)", "schedule", metavar="{best,last,epoch:N}",
+    )  # fmt: skip
     reinit_head: bool = setting(
         False, "re-initialise the decoder's mask tokens, hypernetworks and IoU head even where SAM's fit (the "
         "original's)", "model",
@@ -203,12 +220,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reinit_head": True,
         "augment_policy": "original",
         "mri_rule": "percentile",
+        "stack_minmax": True,  # issue 24: the released loader's last step, prostate included
+        "orientation": "original",  # issue 24: the network sees what the original's loader gives
     },
 }
 # the paper's four tasks (docs/fidelity.md): the paper's protocol plus each task's data settings
 PRESETS["btcv"] = {**PRESETS["paper"], "merge_labels": "13:12", "ct_window": (-200.0, 250.0)}
 PRESETS["prostate"] = {**PRESETS["paper"], "modality": "MRI", "mri_percentile": 99.0}
-PRESETS["endovis"] = {**PRESETS["paper"], "modality": "RGB"}
+# the released loader cannot take the video stacks ([h, w, 3, 5]); frames span 0..255 anyway
+PRESETS["endovis"] = {**PRESETS["paper"], "modality": "RGB", "stack_minmax": False}
 PRESETS["tumour-box"] = {
     **PRESETS["paper"], "ct_window": (-50.0, 200.0), "prompt": "box", "augment_policy": "original-box",
     "box_per": "stack", "box_jitter": 0.0,
@@ -239,6 +259,11 @@ class TrainSession:
     stop_after: int | None = setting(None, "save a resumable state and stop after N steps of this run", "runtime")
     check_sync: bool = setting(False, "(debugging) verify that all ranks hold the same weights", "runtime")
     quiet: bool = setting(False, "no progress bar", "runtime")
+    # issue 24: compare a run with the paper's before spending a GPU-day
+    dry_run: bool = setting(
+        False, "print the resolved settings, where each came from (given, preset, default), and what the trainer "
+        "derives from them; then exit without reading or writing anything", "runtime",
+    )  # fmt: skip
 
 
 def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> TrainConfig:
@@ -257,7 +282,31 @@ def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> Tr
         raise ConfigError("give --sam-checkpoint (fine-tune SAM) or --arch (train from random initialisation)")
     config = TrainConfig.from_dict(values)
     check_prompt_settings(config)
+    check_predict_with(config)
     return config
+
+
+def snapshot_epoch(predict_with: str) -> int | None:
+    """N of ``epoch:N``, None for ``best`` and ``last``; ConfigError for anything else."""
+    if predict_with in ("best", "last"):
+        return None
+    kind, _, number = predict_with.partition(":")
+    if kind != "epoch" or not number.isdigit() or int(number) < 1:
+        raise ConfigError(f"--predict-with must be best, last or epoch:N (N >= 1), got {predict_with!r}")
+    return int(number)
+
+
+def check_predict_with(config: TrainConfig) -> None:
+    """``--predict-with epoch:N`` names a snapshot the run keeps: every ``--snapshot-every`` epochs
+    and at the last epoch."""
+    epoch = snapshot_epoch(config.predict_with)
+    if epoch is None:
+        return
+    every = config.snapshot_every
+    last = None if config.iterations else min(config.epochs, config.stop_epoch or config.epochs)
+    if not every or (epoch % every and epoch != last) or (last is not None and epoch > last):
+        kept = f"every {every} epochs and at the last ({last})" if every else "none (--snapshot-every 0)"
+        raise ConfigError(f"--predict-with {config.predict_with}: the run keeps no such snapshot; it keeps {kept}")
 
 
 def check_prompt_settings(config: TrainConfig) -> None:

@@ -1,4 +1,4 @@
-"""The epoch's data order and the learning-rate schedule."""
+"""The epoch's data order, AdamW's fixed betas and the learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -23,8 +23,18 @@ class EpochSampler(Sampler[int]):
         return len(self.indices)
 
 
+# the original's AdamW (trainer.py:64): betas are not a setting there either
+ADAMW_BETAS = (0.9, 0.999)
+
+
 def lr_at(step: int, base: float, warmup: int, power: float, total: int) -> float:
-    """The original's schedule: linear warm-up, then ``(1 - (step - warmup) / total) ** power``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * max(0.0, 1.0 - (step - warmup) / max(total, 1)) ** power
+    """The rate optimiser step ``step`` (from 0) runs at, as in the original (trainer.py:60-113):
+    it sets the rate after each step, ``base * (i + 1) / warmup`` after step ``i`` of the warm-up,
+    then ``base * (1 - (i - warmup) / total) ** power``, so step ``i`` runs at the rate set after
+    step ``i - 1`` and step 0 at ``base / warmup`` (``base`` without warm-up)."""
+    previous = step - 1
+    if previous < 0:
+        return base / warmup if warmup else base
+    if previous < warmup:
+        return base * (previous + 1) / warmup
+    return base * max(0.0, 1.0 - (previous - warmup) / max(total, 1)) ** power

@@ -66,7 +66,7 @@ from .losses import segmentation_loss
 from .preflight import check_before_work
 from .progress import plot_progress, read_log
 from .prompting import box_target, prompt_keep, prompt_metadata
-from .schedule import EpochSampler, lr_at
+from .schedule import ADAMW_BETAS, EpochSampler, lr_at
 from .state import STATE_FILE, rng_state, set_rng_state
 
 __all__ = ["EpochSampler", "Interrupted", "Trainer", "TrainingError", "boxes_for_training", "lr_at", "training_loss"]
@@ -164,6 +164,17 @@ def training_loss(
     return tuple(torch.stack(parts).mean() for parts in zip(*losses, strict=True))
 
 
+def process_batch(batch_size: int, world: int) -> int:
+    """Each process's share of the global ``--batch-size`` over ``world`` processes (issue 24: the
+    presets' 24 is the original's 3 per GPU x 8 GPUs); refused where it does not divide."""
+    if batch_size < 1 or batch_size % world:
+        raise ConfigError(
+            f"--batch-size {batch_size} is the global batch and must divide evenly over the {world} processes "
+            f"of this run; give a multiple of {world} (e.g. {max(1, round(batch_size / world)) * world})"
+        )
+    return batch_size // world
+
+
 class Trainer:
     """One training run; every attribute is created here and filled in by :meth:`setup`."""
 
@@ -178,6 +189,7 @@ class Trainer:
         self.run_dir = Path(config.output)
         # processes
         self.world, self.ddp_rank, self.distributed = 1, 0, False
+        self.batch = config.batch_size  # this process's share of the global batch (setup)
         self.device = torch.device("cpu")
         # data
         self.dataset = None
@@ -240,6 +252,7 @@ class Trainer:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.ddp_rank = int(os.environ.get("RANK", "0"))
         self.distributed = self.world > 1
+        self.batch = process_batch(cfg.batch_size, self.world)
         device = resolve_device(cfg.device)
         if device.type == "cuda" and self.distributed:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -267,7 +280,9 @@ class Trainer:
         self.label_map = label_map_from_text(cfg.merge_labels)
         if self.label_map:
             self.dataset = dataclasses.replace(self.dataset, labels=merged_names(self.dataset.labels, self.label_map))
-        self.normalization = dataset_normalization(self.dataset, cfg.ct_window, cfg.mri_percentile, cfg.mri_rule)
+        self.normalization = dataset_normalization(
+            self.dataset, cfg.ct_window, cfg.mri_percentile, cfg.mri_rule, cfg.stack_minmax
+        )
         if cfg.fold is not None:
             train_cases, self.val_cases = self._fold_split()
         else:
@@ -285,7 +300,9 @@ class Trainer:
             )
         self._barrier()
         augment = StackAugmenter(AugmentConfig(policy=cfg.augment_policy)) if cfg.augment else None
-        self.train_set = StackDataset(cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed)
+        self.train_set = StackDataset(
+            cache, [c.name for c in train_cases], cfg.slices, augment, cfg.seed, cfg.stack_minmax, cfg.orientation
+        )
 
     def _fold_split(self) -> tuple[list, list]:
         """(train, val) cases of ``--fold``: the dataset's ``splits_final.json``, else the one beside
@@ -321,7 +338,9 @@ class Trainer:
         if cfg.reinit_head:
             reinit_decoder_head(model)
         spec = spec_for(self.normalization, self.dataset.channel_names, cfg.slices, cfg.image_size)
-        model.input_spec = dataclasses.replace(spec, intensity=self._intensity_summary())
+        model.input_spec = dataclasses.replace(
+            spec, intensity=self._intensity_summary(), orientation=cfg.orientation
+        )
         model.metadata = {"dataset": str(cfg.dataset), **prompt_metadata(cfg)}
         model.set_grad_checkpointing(cfg.grad_checkpoint)
         self.model = model
@@ -342,7 +361,7 @@ class Trainer:
         cfg = self.cfg
         self.trainable_names = {n for n, p in self.model.named_parameters() if p.requires_grad}
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=ADAMW_BETAS, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
 
     def _write_config(self) -> None:
@@ -363,7 +382,7 @@ class Trainer:
 
     def _plan_steps(self) -> None:
         cfg = self.cfg
-        self.batches_per_epoch = math.ceil(math.ceil(len(self.train_set) / self.world) / cfg.batch_size)
+        self.batches_per_epoch = math.ceil(math.ceil(len(self.train_set) / self.world) / self.batch)
         steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.accumulate)
         last_epoch = min(cfg.epochs, cfg.stop_epoch or cfg.epochs)
         self.total_steps = cfg.iterations if cfg.iterations else cfg.epochs * steps_per_epoch
@@ -644,10 +663,10 @@ class Trainer:
     def _epoch_loader(self) -> DataLoader:
         cfg = self.cfg
         self.train_set.set_epoch(self.epoch)
-        start = self.batch_in_epoch * cfg.batch_size
+        start = self.batch_in_epoch * self.batch
         sampler = EpochSampler(len(self.train_set), cfg.seed, self.epoch, self.ddp_rank, self.world, start)
         return DataLoader(
-            self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=loader_workers(cfg.workers),
+            self.train_set, batch_size=self.batch, sampler=sampler, num_workers=loader_workers(cfg.workers),
             generator=torch.Generator().manual_seed(cfg.seed),
         )  # fmt: skip
 
