@@ -183,11 +183,11 @@ def _cmd_ensemble(args: argparse.Namespace) -> None:
 
 
 def _cmd_postprocess(args: argparse.Namespace) -> None:
-    from .infer.run import model_paths
+    from .run_folder import runs_in
     from .train.crossval import postprocess_runs
 
     c = _settings(PostprocessConfig, args)
-    result = postprocess_runs(model_paths(list(c.model)))
+    result = postprocess_runs([run.path for given in c.model for run in runs_in(given)])
     for run, value in result["folds"].items():
         print(f"fold {run}: validation mean Dice {value:.4f}")
     cv = result["cross_validation"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from ..run_folder import CacheFolder
 from .augment import StackAugmenter
 from .slices import stack_indices
 
@@ -35,15 +35,16 @@ class StackDataset(TorchDataset):
         augment: StackAugmenter | None = None,
         seed: int = 0,
     ) -> None:
-        self.cache = Path(cache)
-        plan = json.loads((self.cache / "plan.json").read_text())
+        folder = CacheFolder(cache)
+        self.cache = folder.path
+        plan = json.loads(folder.plan_file.read_text())
         self.cases = list(cases) if cases is not None else plan["cases"]
         self.slices = slices
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        self.images = [np.load(self.cache / f"{c}_image.npy", mmap_mode="r") for c in self.cases]
-        self.labels = [np.load(self.cache / f"{c}_label.npy", mmap_mode="r") for c in self.cases]
+        self.images = [np.load(folder.image(c), mmap_mode="r") for c in self.cases]
+        self.labels = [np.load(folder.label(c), mmap_mode="r") for c in self.cases]
         self.index = [(i, s) for i, image in enumerate(self.images) for s in range(image.shape[0])]
 
     def set_epoch(self, epoch: int) -> None:

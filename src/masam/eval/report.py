@@ -28,6 +28,7 @@ from ..data.io import VOLUME_SUFFIXES, read_label, read_volume, strip_suffix
 from ..errors import InputError, OutputError
 from ..fileio import atomic_path
 from ..infer.drawing import REFERENCE_COLOUR, class_colour, volume_panels
+from ..run_folder import RunFolder
 from .evaluate import METRICS
 
 METRIC_TITLES = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD"}
@@ -207,7 +208,7 @@ def case_section(case: ReportCase, row: dict | None, classes: Mapping[int, str],
 
 def training_section(run_dir: Path) -> str:
     """The run's ``progress.png`` (written by training, or by ``masam.train.progress.plot_progress``)."""
-    curves = run_dir / "progress.png"
+    curves = RunFolder(run_dir).progress_file
     if not curves.is_file():
         return (f"<p class='note'>{html.escape(str(curves))} does not exist: training writes it at every "
                 "validation; plot it from log.jsonl with masam.train.progress.plot_progress.</p>")  # fmt: skip

@@ -24,8 +24,6 @@ from scipy import ndimage
 from ..eval.metrics import dice
 from ..fileio import atomic_path
 
-POSTPROCESSING_FILE = "postprocessing.json"
-
 
 class PostprocessingError(ValueError):
     """A post-processing file or input that cannot be used; the message names it."""

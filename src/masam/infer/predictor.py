@@ -7,7 +7,6 @@ of probabilities, not the whole volume.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,10 +23,11 @@ from ..data.io import Volume, read_volume, slice_axis
 from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..device import free_cached_memory, is_out_of_memory, resolve_device
-from ..errors import ConfigError, InputError, MissingFileError
+from ..errors import ConfigError, InputError
 from ..model.checkpoint import load_model
 from ..model.masam import MASAM
 from ..precision import autocast, prepare_for_precision, resolve_inference_precision
+from ..run_folder import find_weights
 from ..spec import InputSpec
 from .boxes import Box3D, Prompt, PropagatedBox, SliceBoxes
 from .original import predict_original
@@ -59,28 +59,6 @@ class Prediction:
             f"Prediction({self.volume.path.name}: labels {list(self.labels.shape)} {self.labels.dtype}, "
             f"voxels per class {{{classes}}}{probs}, slice axis {self.slice_axis}, {len(self.warnings)} warning(s))"
         )
-
-
-def find_weights(model_path: str | os.PathLike) -> Path:
-    """A weights file, or the model a run folder designates: the last one where its
-    ``config.json`` says ``predict_with: last`` (the paper preset), else the best (else last)."""
-    path = Path(model_path)
-    if path.is_dir():
-        for name in _run_models(path):
-            if (path / name).is_file():
-                return path / name
-        raise MissingFileError(f"{path}: a run folder without {' or '.join(_run_models(path))}")
-    return path
-
-
-def _run_models(run: Path) -> tuple[str, ...]:
-    try:
-        designated = json.loads((run / "config.json").read_text())["train"].get("predict_with", "best")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        designated = "best"
-    if designated == "last":
-        return ("model_last.safetensors",)
-    return ("model_best.safetensors", "model_last.safetensors")
 
 
 def stack_centres(num_slices: int, stride: int = 1, slices: int = 5) -> list[int]:

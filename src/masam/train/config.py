@@ -22,6 +22,7 @@ from ..data.config import (
 from ..errors import ConfigError
 from ..options import check_presets, setting
 from ..precision import PRECISIONS
+from ..run_folder import RunFolder
 
 GROUPS = ("data", "model", "optimisation", "schedule", "runtime")
 
@@ -278,7 +279,7 @@ def resume_train_config(given: dict[str, Any], preset: str | None = None) -> Tra
     preset's values) must equal the saved one; all that differ are listed in one error. Reads only.
     A run folder without ``config.json`` (killed before it was written) starts anew when the
     dataset is given, and is an error otherwise."""
-    path = Path(given["output"]) / "config.json"
+    path = RunFolder(given["output"]).config_file
     try:
         saved = json.loads(path.read_text())["train"]
     except FileNotFoundError:

@@ -5,7 +5,6 @@ and nnU-Net's per-class post-processing decision taken on all of them and stored
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import SimpleITK as sitk
 from ..data.dataset import load_dataset
 from ..errors import InputError
 from ..eval.metrics import dice
-from ..infer.postprocess import POSTPROCESSING_FILE, postprocessing_gains, write_postprocessing
+from ..infer.postprocess import postprocessing_gains, write_postprocessing
+from ..run_folder import RunFolder
 
 LABEL_ENDING = ".nii.gz"
 
@@ -30,19 +30,19 @@ def _read(path: Path) -> np.ndarray:
 def fold_validation(run_dir: str | os.PathLike) -> tuple[list[str], list[np.ndarray], list[np.ndarray], dict]:
     """``(case names, predictions, references, labels)`` of one fold run: its ``validation/`` label
     maps and the dataset's (named in ``config.json``) reference labels; ``labels``: ``{name: value}``."""
-    run = Path(run_dir)
-    try:
-        dataset = load_dataset(json.loads((run / "config.json").read_text())["train"]["dataset"])
-    except (OSError, ValueError, KeyError) as err:
-        raise InputError(f"{run}: not a training run folder (config.json): {err}") from None
+    run = RunFolder(run_dir)
+    dataset_dir = run.train_settings().get("dataset")
+    if not dataset_dir:
+        raise InputError(f"{run.config_file}: names no dataset")
+    dataset = load_dataset(dataset_dir)
     refs = {c.name: c.label for c in dataset.training}
-    preds = sorted((run / "validation").glob(f"*{LABEL_ENDING}"))
+    preds = sorted(run.validation_dir.glob(f"*{LABEL_ENDING}"))
     if not preds:
-        raise InputError(f"{run / 'validation'}: no validation predictions (train with --fold)")
+        raise InputError(f"{run.validation_dir}: no validation predictions (train with --fold)")
     names = [p.name[: -len(LABEL_ENDING)] for p in preds]
     missing = [n for n in names if n not in refs]
     if missing:
-        raise InputError(f"{run}: validation cases not in the dataset: {missing[:5]}")
+        raise InputError(f"{run.path}: validation cases not in the dataset: {missing[:5]}")
     return names, [_read(p) for p in preds], [_read(refs[n]) for n in names], dataset.labels
 
 
@@ -66,7 +66,7 @@ def postprocess_runs(run_dirs: list[str | os.PathLike]) -> dict:
     gains = postprocessing_gains(all_preds, all_refs, classes)
     decision = {c: g["after"] > g["before"] for c, g in gains.items()}
     for run in run_dirs:
-        write_postprocessing(Path(run) / POSTPROCESSING_FILE, decision, gains)
+        write_postprocessing(RunFolder(run).postprocessing_file, decision, gains)
     after = [max(g["after"], g["before"]) for g in gains.values()]
     return {
         "folds": folds,

@@ -58,6 +58,7 @@ from ..infer.run import predict_cases
 from ..model.checkpoint import load_model, save_weights
 from ..model.sam_format import reinit_decoder_head
 from ..precision import PRECISIONS, allow_tf32, resolve_precision
+from ..run_folder import SPLITS, CacheFolder, RunFolder
 from ..threads import loader_workers
 from .config import TrainConfig
 from .feedback import start_summary, validation_line
@@ -66,7 +67,7 @@ from .preflight import check_before_work
 from .progress import plot_progress, read_log
 from .prompting import box_target, prompt_keep, prompt_metadata
 from .schedule import EpochSampler, lr_at
-from .state import STATE_FILE, rng_state, set_rng_state
+from .state import rng_state, set_rng_state
 
 __all__ = ["EpochSampler", "Interrupted", "Trainer", "TrainingError", "boxes_for_training", "lr_at", "training_loss"]
 
@@ -166,7 +167,8 @@ class Trainer:
         self.stop_after = stop_after  # optimizer steps in this run, then save and stop (time-boxed jobs)
         self.check_sync = check_sync
         self.signal_received: int | None = None
-        self.run_dir = Path(config.output)
+        self.folder = RunFolder(config.output)  # every file name of the run folder
+        self.run_dir = self.folder.path
         # processes
         self.world, self.ddp_rank, self.distributed = 1, 0, False
         self.device = torch.device("cpu")
@@ -206,7 +208,7 @@ class Trainer:
         """Everything before the first step; nothing is written before the settings and files are
         checked, and a run folder this call created is removed again when set-up fails."""
         self._setup_processes()
-        if (self.run_dir / STATE_FILE).is_file() and not self.cfg.resume:
+        if self.folder.state_file.is_file() and not self.cfg.resume:
             raise TrainingError(f"{self.run_dir}: holds a training state; use --resume to continue or another folder")
         check_before_work(self.cfg, dataset=not self.cfg.resume)
         created = not self.run_dir.exists()
@@ -265,7 +267,7 @@ class Trainer:
             train_cases, self.val_cases = split_cases(
                 self.dataset.training, cfg.val_fraction, cfg.seed, cfg.split_file
             )
-        cache = Path(cfg.cache) if cfg.cache else self.run_dir / "cache"
+        cache = self.folder.cache(cfg.cache).path
         if cfg.cache:
             plan = cache_plan(self.dataset, cfg.image_size, self.normalization, self.label_map)
             check_cache(cache, plan, [c.name for c in self.dataset.training])
@@ -282,9 +284,9 @@ class Trainer:
         """(train, val) cases of ``--fold``: the dataset's ``splits_final.json``, else the one beside
         the run folder (written with nnU-Net's seed on first use, so every fold's run shares it)."""
         cases = {c.name: c for c in self.dataset.training}
-        path = Path(self.cfg.dataset) / "splits_final.json"
+        path = Path(self.cfg.dataset) / SPLITS  # nnU-Net's place: the dataset's own folds
         if not path.is_file():
-            path = self.run_dir.parent / "splits_final.json"
+            path = self.folder.shared_splits_file
             if self.is_main and not path.is_file():
                 try:
                     write_splits(path, make_folds(cases, self.cfg.num_folds))
@@ -326,8 +328,8 @@ class Trainer:
 
     def _intensity_summary(self) -> dict | None:
         """What the model sees in training (issue 18), for the warning at prediction time."""
-        cache = self.train_set.cache
-        return intensity_summary(np.load(cache / f"{name}_image.npy", mmap_mode="r") for name in self.train_set.cases)
+        cache = CacheFolder(self.train_set.cache)
+        return intensity_summary(np.load(cache.image(name), mmap_mode="r") for name in self.train_set.cases)
 
     def _setup_optimiser(self) -> None:
         cfg = self.cfg
@@ -338,9 +340,7 @@ class Trainer:
 
     def _write_config(self) -> None:
         if self.is_main:
-            stored = {"train": self.cfg.to_dict(), "model": self.model.config.to_dict()}
-            with atomic_path(self.run_dir / "config.json") as tmp:
-                tmp.write_text(json.dumps(stored, indent=1))
+            self.folder.write_config(self.cfg.to_dict(), self.model.config.to_dict())
 
     def _open_writer(self) -> None:
         if not self.is_main:
@@ -348,7 +348,7 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self.writer = SummaryWriter(str(self.folder.tensorboard_dir))
         except ImportError:
             self.writer = None
 
@@ -410,11 +410,11 @@ class Trainer:
             "best": self.best,
             "rng": rng_state(),
         }
-        with atomic_path(self.run_dir / STATE_FILE) as tmp:
+        with atomic_path(self.folder.state_file) as tmp:
             torch.save(state, tmp)
 
     def _load_state(self) -> bool:
-        path = self.run_dir / STATE_FILE
+        path = self.folder.state_file
         if not path.is_file():
             return False
         try:
@@ -430,14 +430,15 @@ class Trainer:
         set_rng_state(state["rng"])
         return True
 
-    def save_model(self, name: str) -> None:
+    def save_model(self, path: Path) -> None:
+        """Write the model to ``path`` (one of :attr:`run`'s model files), main process only."""
         if self.is_main:
-            save_weights(self.model, self.run_dir / name)
+            save_weights(self.model, path)
 
     def log(self, record: dict) -> None:
         if not self.is_main:
             return
-        with open(self.run_dir / "log.jsonl", "a") as f:
+        with open(self.folder.log_file, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for key, value in record.items():
@@ -554,11 +555,11 @@ class Trainer:
         signum = self._agreed_signal()
         if signum is not None:
             self.save_checkpoint()
-            self.save_model("model_last.safetensors")
+            self.save_model(self.folder.last_model)
             raise Interrupted(signum)
         if self.stop_after is not None and self.steps_this_run >= self.stop_after:
             self.save_checkpoint()
-            self.save_model("model_last.safetensors")
+            self.save_model(self.folder.last_model)
             raise _StopRun({"stopped_at_step": self.step})
 
     def on_epoch_end(self, final: bool) -> None:
@@ -571,11 +572,11 @@ class Trainer:
             self._say(validation_line(metrics))
             if metrics["val_dice"] > self.best:
                 self.best = metrics["val_dice"]
-                self.save_model("model_best.safetensors")
+                self.save_model(self.folder.best_model)
             self.plot_progress()
         if self.is_main and not self.val_cases and cfg.predict_with == "best":
-            self.save_model("model_best.safetensors")  # no held-out cases: the last model is the best known
-        self.save_model("model_last.safetensors")
+            self.save_model(self.folder.best_model)  # no held-out cases: the last model is the best known
+        self.save_model(self.folder.last_model)
         self.save_snapshot(final)
         self.save_checkpoint()
         self._barrier()
@@ -583,10 +584,10 @@ class Trainer:
     # ------------------------------------------------------------------ issue 16: curves, validation/
     def plot_progress(self) -> None:
         """``progress.png`` from ``log.jsonl`` (main process; after each validation and at the end)."""
-        log = self.run_dir / "log.jsonl"
+        log = self.folder.log_file
         if self.is_main and log.is_file():
             names = {v: k for k, v in self.dataset.labels.items() if v > 0}
-            plot_progress(read_log(log), self.run_dir / "progress.png", names)
+            plot_progress(read_log(log), self.folder.progress_file, names)
 
     def save_validation(self) -> None:
         """A fold's held-out cases predicted by the final model into ``RUN/validation/`` (label maps
@@ -596,9 +597,9 @@ class Trainer:
         predictor = Predictor(self.model, self.normalization, batch_size=max(1, self.cfg.batch_size),
                               device=self.device)  # fmt: skip
         cases = [(c.name, Path(c.image)) for c in self.val_cases]
-        report = predict_cases(predictor, cases, self.run_dir / "validation", save_probabilities=True)
+        report = predict_cases(predictor, cases, self.folder.validation_dir, save_probabilities=True)
         if report.failed:
-            raise TrainingError(f"{self.run_dir / 'validation'}: validation prediction failed: {report.failed}")
+            raise TrainingError(f"{self.folder.validation_dir}: validation prediction failed: {report.failed}")
         self.model.train()
 
     def on_train_end(self) -> None:
@@ -611,7 +612,7 @@ class Trainer:
         original's ``epoch_N.pth``, trainer.py:122-137)."""
         every = self.cfg.snapshot_every
         if every and (self.epoch % every == 0 or final):
-            self.save_model(f"model_epoch_{self.epoch}.safetensors")
+            self.save_model(self.folder.snapshot(self.epoch))
 
     # ------------------------------------------------------------------ the loop
     def _epoch_loader(self) -> DataLoader:
