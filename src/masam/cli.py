@@ -14,11 +14,13 @@ from pathlib import Path
 
 from ._version import __version__
 from .allocator import allocator_policy
-from .data.config import CheckConfig, PrepareConfig, PreprocessConfig, label_map_from_text
+from .data.config import CheckConfig, PrepareConfig, PreprocessConfig
+from .data.labels import label_map_from_text
 from .demo import DemoConfig
 from .errors import InputError, MasamError
 from .eval.config import EvaluateConfig, ReportConfig
-from .infer.config import EnsembleConfig, PostprocessConfig, PredictConfig
+from .infer.config import EnsembleConfig, PredictConfig
+from .infer.postprocess import PostprocessConfig
 from .model.config import ConvertConfig, ParamsConfig
 from .options import add_settings, given_settings, settings_from
 from .share.config import ExportConfig, InstallConfig
@@ -55,7 +57,7 @@ def _cmd_params(args: argparse.Namespace) -> None:
 
 def _cmd_preprocess(args: argparse.Namespace) -> None:
     from .data import load_dataset, preprocess_dataset
-    from .data.prepare import merged_names
+    from .data.labels import merged_names
     from .data.preprocess import dataset_normalization
 
     c = _settings(PreprocessConfig, args)
@@ -183,8 +185,8 @@ def _cmd_ensemble(args: argparse.Namespace) -> None:
 
 
 def _cmd_postprocess(args: argparse.Namespace) -> None:
+    from .infer.postprocess import postprocess_runs
     from .run_folder import runs_in
-    from .train.crossval import postprocess_runs
 
     c = _settings(PostprocessConfig, args)
     result = postprocess_runs([run.path for given in c.model for run in runs_in(given)])

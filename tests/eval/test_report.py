@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from masam.eval import evaluate_folders
+from masam.eval.drawing import REFERENCE_COLOUR, choose_slices, class_colour, render_overlay
 from masam.eval.report import ReportError, case_panels, class_values, find_report_cases, write_report
-from masam.infer.drawing import REFERENCE_COLOUR, choose_slices, class_colour, render_overlay
 from masam.train.progress import plot_progress
 from tests.data.helpers import write_volume
 
@@ -182,7 +182,7 @@ def test_missing_training_curves_and_unknown_classes(tmp_path, report):
 
 def test_video_frames_are_drawn_as_they_are():
     from masam.data.io import Volume
-    from masam.infer.drawing import volume_panels
+    from masam.eval.drawing import volume_panels
 
     frames = np.zeros((4, 20, 30, 3), np.uint8)
     frames[..., 0] = 200

@@ -100,7 +100,7 @@ def test_predictions_keep_the_input_geometry(model, relative, tmp_path):
     assert probs["probabilities"].dtype == np.float16 and probs["probabilities"].shape == (3, *labels.shape)
     # float16 storage may turn a near-tie the other way on a few voxels
     assert (probs["probabilities"].astype(np.float32).argmax(0) == labels).mean() > 0.999
-    # overlays are the report's drawings (infer/drawing.py): the largest slice per class and 3 evenly spaced
+    # overlays are the report's drawings (eval/drawing.py): the largest slice per class and 3 evenly spaced
     drawings = sorted((tmp_path / "overlays").glob("*.png"))
     assert 3 <= len(drawings) <= 3 + 2 and all(plt_image.imread(p).shape[2] in (3, 4) for p in drawings)
 

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from ..run_folder import CacheFolder
+from ..spec import SLICES
 from .augment import StackAugmenter
 from .slices import stack_indices
 
@@ -31,7 +32,7 @@ class StackDataset(TorchDataset):
         self,
         cache: str | os.PathLike,
         cases: list[str] | None = None,
-        slices: int = 5,
+        slices: int = SLICES,
         augment: StackAugmenter | None = None,
         seed: int = 0,
     ) -> None:

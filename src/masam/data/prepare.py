@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..fileio import atomic_path
 from .dataset import DatasetError
+from .labels import merge_labels, merged_names
 
 # preprocessing/util_script_btcv.py:77 and dataset_split.md:2
 BTCV_TEST = ("0035", "0036", "0037", "0038", "0039", "0040")
@@ -58,35 +59,6 @@ ENDOVIS_COLOURS = {
     (12, 255, 141): ("ultrasound-probe", 11),
 }
 ENDOVIS_TEST_OFFSET = 20  # Test/seq_N becomes case 00(N+20): util_script_endovis18.py:50-53, test 0021-0024
-
-
-def merge_labels(array: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
-    """Label values replaced by ``mapping`` (others unchanged), e.g. ``{13: 12}``; same shape and dtype."""
-    if not mapping:
-        return array
-    top = max(int(array.max(initial=0)), *mapping) + 1
-    table = np.arange(top, dtype=np.int64)
-    for src, dst in mapping.items():
-        table[int(src)] = int(dst)
-    return table[array].astype(array.dtype)
-
-
-def parse_label_map(text: str) -> dict[int, int]:
-    """``"13:12,14:0"`` -> ``{13: 12, 14: 0}`` (the form of ``--merge-labels``)."""
-    mapping = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        match = re.fullmatch(r"(\d+)\s*:\s*(\d+)", part)
-        if match is None:
-            raise ValueError(f"label merge {part!r}: expected FROM:TO with non-negative integers, e.g. 13:12")
-        mapping[int(match[1])] = int(match[2])
-    return mapping
-
-
-def merged_names(labels: dict[str, int], mapping: dict[int, int], names: dict[int, str] | None = None):
-    """``dataset.json`` labels after a merge: values merged away disappear; ``names`` renames."""
-    by_value = {v: k for k, v in labels.items() if v not in mapping}
-    by_value.update(names or {})
-    return {name: value for value, name in sorted(by_value.items())}
 
 
 def _write_label(array: np.ndarray, reference: sitk.Image, path: Path) -> None:

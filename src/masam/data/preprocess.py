@@ -26,8 +26,8 @@ from ..run_folder import CacheFolder
 from .channels import read_channels
 from .dataset import Case, Dataset, check_label_values
 from .io import read_label
+from .labels import merge_labels
 from .normalize import ChannelNormalization, Normalization
-from .prepare import merge_labels
 from .slices import labels_to_slices, prepare_image, resize_slices
 
 

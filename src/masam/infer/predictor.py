@@ -28,7 +28,7 @@ from ..model.checkpoint import load_model
 from ..model.masam import MASAM
 from ..precision import autocast, prepare_for_precision, resolve_inference_precision
 from ..run_folder import find_weights
-from ..spec import InputSpec
+from ..spec import SLICES, InputSpec
 from .boxes import Box3D, Prompt, PropagatedBox, SliceBoxes
 from .original import predict_original
 from .postprocess import apply_postprocessing
@@ -61,7 +61,7 @@ class Prediction:
         )
 
 
-def stack_centres(num_slices: int, stride: int = 1, slices: int = 5) -> list[int]:
+def stack_centres(num_slices: int, stride: int = 1, slices: int = SLICES) -> list[int]:
     """Centres of the stacks that cover a volume.
 
     ``stride`` 1 is the paper's: every slice is the centre of a stack, with the end slices repeated
@@ -105,7 +105,7 @@ class Predictor:
         *,
         batch_size: int = 2,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
+        precision: str = "auto",
         stride: int = 1,
     ) -> None:
         self.device = resolve_device(device)
@@ -143,7 +143,7 @@ class Predictor:
         **kwargs,
     ) -> Predictor:
         """``modality`` replaces the model's (its stored window and percentile are kept);
-        ``image_size``: the input size of an original MA-SAM file (default 512)."""
+        ``image_size``: the input size of an original MA-SAM file (default: ModelConfig's)."""
         sizes = {"image_size": image_size} if image_size is not None else {}
         model = load_model(sam_checkpoint, find_weights(model_path), device=device, **sizes)
         norm = normalization_from_spec(model_input_spec(model), modality) if modality is not None else None

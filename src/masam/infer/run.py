@@ -29,10 +29,10 @@ from ..data.io import (
 )
 from ..data.slices import boxes_from_mask, labels_to_slices
 from ..errors import InputError, MasamError, MissingFileError, OutputError
+from ..eval.drawing import volume_panels
 from ..fileio import atomic_path
 from ..run_folder import RunFolder, find_weights, is_folder_of_runs, runs_in
 from .boxes import Prompt, read_boxes_file
-from .drawing import volume_panels
 from .predictor import Prediction, Predictor
 from .shard import distributed_part, select_part
 
@@ -145,7 +145,7 @@ class _Outputs:
 
 def _write_overlays(folder: Path, name: str, result: Prediction, predictor: Predictor) -> None:
     """``NAME_sliceNNN.png`` drawings of the chosen slices, as the HTML report draws them
-    (:func:`masam.infer.drawing.volume_panels`: radiological orientation, class contours)."""
+    (:func:`masam.eval.drawing.volume_panels`: radiological orientation, class contours)."""
     import matplotlib.image
 
     names = predictor.model.config.label_names or {}

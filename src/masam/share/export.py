@@ -158,7 +158,7 @@ def _validation_dice(run: Path) -> dict | None:
     """Mean Dice per class over the fold's ``validation/`` predictions against the dataset's labels;
     None when either is not there."""
     from ..eval.metrics import dice
-    from ..train.crossval import fold_validation
+    from ..infer.postprocess import fold_validation
 
     try:
         names, preds, refs, labels = fold_validation(run)

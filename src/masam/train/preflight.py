@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ..data.check import check_dataset, format_report
 from ..errors import ConfigError, DatasetError
-from ..model.build import ARCHS
 from ..model.checkpoint import check_sam_checkpoint
+from ..model.config import ARCHS
 from .config import TrainConfig
 
 PATCH = 16  # the ViT patch size: the image size must be a multiple of it

@@ -41,11 +41,10 @@ from ..data import (
     split_cases,
 )
 from ..data.augment import AugmentConfig
-from ..data.config import label_map_from_text
 from ..data.intensity import intensity_summary
 from ..data.io import read_label
+from ..data.labels import label_map_from_text, merged_names
 from ..data.normalize import spec_for
-from ..data.prepare import merged_names
 from ..data.preprocess import cache_plan, check_cache, dataset_normalization
 from ..data.slices import boxes_from_mask
 from ..data.splits import fold_cases, make_folds, read_splits, write_splits
@@ -56,8 +55,9 @@ from ..fileio import atomic_path
 from ..infer.predictor import Predictor
 from ..infer.run import predict_cases
 from ..model.checkpoint import load_model, save_weights
+from ..model.config import model_settings_of
 from ..model.sam_format import reinit_decoder_head
-from ..precision import PRECISIONS, allow_tf32, resolve_precision
+from ..precision import MIXED, PRECISIONS, allow_tf32, resolve_training_precision
 from ..run_folder import SPLITS, CacheFolder, RunFolder
 from ..threads import loader_workers
 from .config import TrainConfig
@@ -185,7 +185,7 @@ class Trainer:
         self.scaler: torch.amp.GradScaler | None = None
         self.reduce_sums = None
         self.dtype: torch.dtype | None = None
-        self.precision = config.precision  # resolved by setup ("auto" -> fp16, bf16 or fp32)
+        self.precision = config.precision  # resolved by setup ("mixed" -> fp16, bf16 or fp32)
         self.label_map: dict[int, int] = {}
         self.host_memory: tuple[str, str] = ("reuse", "reuse")  # allocator modes: forward, backward
         # where the run is
@@ -238,10 +238,10 @@ class Trainer:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         self.device = device
-        self.precision = resolve_precision(cfg.precision, device)
+        self.precision = resolve_training_precision(cfg.precision, device)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-        if cfg.precision == "auto" and device.type == "cuda":
+        if cfg.precision in MIXED and device.type == "cuda":
             allow_tf32()
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -304,12 +304,10 @@ class Trainer:
         """The model through :func:`load_model` (an arch other than the SAM file's is refused), with
         the input spec that prediction will read back."""
         cfg = self.cfg
-        options = {"fact_dropout": cfg.fact_dropout, "adapter_kernel": cfg.adapter_kernel, "slices": cfg.slices}
-        options["label_names"] = self.dataset.labels
         torch.manual_seed(cfg.seed)
         model = load_model(
-            cfg.sam_checkpoint, arch=cfg.arch, num_classes=self.dataset.num_classes, image_size=cfg.image_size,
-            rank=cfg.rank, scale=cfg.scale, device=self.device, model_options=options,
+            cfg.sam_checkpoint, arch=cfg.arch, num_classes=self.dataset.num_classes, device=self.device,
+            label_names=self.dataset.labels, **model_settings_of(cfg),
         )  # fmt: skip
         if cfg.reinit_head:
             reinit_decoder_head(model)
@@ -449,9 +447,10 @@ class Trainer:
     def validate(self) -> dict:
         """3D Dice per class on the held-out cases, through the prediction path of ``masam predict``."""
         was_training = self.model.training
-        predictor = Predictor(
-            self.model, self.normalization, batch_size=max(1, self.cfg.batch_size), device=self.device
-        )
+        predictor = Predictor(  # fp32: the model selection must not depend on the hardware's bf16
+            self.model, self.normalization, batch_size=max(1, self.cfg.batch_size), device=self.device,
+            precision="fp32",
+        )  # fmt: skip
         per_class: dict[int, list[float]] = {c: [] for c in range(1, self.dataset.num_classes + 1)}
         for case in self.val_cases:
             result = predictor.predict(case.images if case.channels else case.image)
@@ -595,7 +594,7 @@ class Trainer:
         if not (self.is_main and self.cfg.fold is not None and self.val_cases):
             return
         predictor = Predictor(self.model, self.normalization, batch_size=max(1, self.cfg.batch_size),
-                              device=self.device)  # fmt: skip
+                              device=self.device, precision="fp32")  # fmt: skip
         cases = [(c.name, Path(c.image)) for c in self.val_cases]
         report = predict_cases(predictor, cases, self.folder.validation_dir, save_probabilities=True)
         if report.failed:
