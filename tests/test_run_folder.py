@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from masam.errors import InputError, MissingFileError
-from masam.infer.run import model_paths
+from masam.infer.predict_files import model_paths
 from masam.run_folder import CacheFolder, RunFolder, find_weights, is_folder_of_runs, runs_in
 
 

@@ -74,7 +74,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .infer.run import load_predictor, predict_inputs
+    from .infer.predict_files import load_predictor, predict_inputs
     from .infer.shard import gather, process_group, rank_device
     from .share import resolved_models
     from .share.onnx_export import onnx_engine
@@ -123,7 +123,7 @@ def _names(names: list[str], most: int = 5) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .eval import evaluate_folders, format_table, write_results
-    from .infer.run import stored_class_names
+    from .infer.predict_files import stored_class_names
 
     c = _settings(EvaluateConfig, args)
     label_map = label_map_from_text(c.merge_labels)
@@ -199,7 +199,7 @@ def _cmd_postprocess(args: argparse.Namespace) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from .eval.report import report_folders
-    from .infer.run import stored_class_names
+    from .infer.predict_files import stored_class_names
 
     c = _settings(ReportConfig, args)
     names = _class_names(c.dataset_json) if c.dataset_json else stored_class_names(c.pred, c.run)

@@ -150,8 +150,8 @@ def _swap_in(staging: Path, out: Path) -> None:
 
 def _predict_and_evaluate(out: Path, dataset: Path, device: str) -> tuple[dict, Path, Path]:
     from .eval import evaluate_folders, write_results
+    from .infer.predict_files import predict_inputs
     from .infer.predictor import Predictor
-    from .infer.run import predict_inputs
 
     print("[3/4] predicting the held-out cases")
     predictor = Predictor.from_files(out / "run", batch_size=8, device=device)

@@ -16,8 +16,8 @@ from masam.cli import main
 from masam.data.dicom import find_series
 from masam.data.normalize import Normalization, spec_for
 from masam.infer import Predictor
+from masam.infer.predict_files import find_inputs, predict_inputs
 from masam.infer.predictor import Prediction
-from masam.infer.run import find_inputs, predict_inputs
 from tests.conftest import SHARED, require_shared
 from tests.model.test_model import randomise
 

@@ -14,7 +14,7 @@ import masam
 from masam.cli import main
 from masam.data import Normalization, read_volume
 from masam.infer import Predictor, stack_centres
-from masam.infer.run import boxes_from_labels, predict_inputs
+from masam.infer.predict_files import boxes_from_labels, predict_inputs
 from tests.conftest import SHARED, require_shared
 from tests.data.helpers import make_video_dataset, phantom, write_volume
 from tests.model.test_model import tiny_ct_model

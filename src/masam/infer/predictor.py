@@ -117,13 +117,13 @@ class Predictor:
         self.batch_size = max(1, batch_size)
         self.stride = stride
         self.slices = model.config.slices
-        # issue 16: set by masam.infer.run.load_predictor. probs_fn: normalised slices [S, C, s, s] ->
+        # issue 16: set by masam.infer.predict_files.load_predictor. probs_fn: normalised slices [S, C, s, s] ->
         # probabilities [S, K+1, s, s] (an ensemble, mirroring) used for prompt-free volumes;
         # postprocessing: {class: keep largest component?} applied to the label map.
         self.probs_fn = None
         self.postprocessing: dict[int, bool] | None = None
         self.model_name = "masam"  # for DICOM-SEG headers; from_files names the weights file
-        # issue 28: what masam.infer.run.load_predictor put together, one line each (models used,
+        # issue 28: what masam.infer.predict_files.load_predictor put together, one line each (models used,
         # post-processing), printed before any work; and how many models are averaged
         self.description: list[str] = []
         self.ensemble_size = 1

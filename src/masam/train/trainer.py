@@ -52,8 +52,8 @@ from ..device import resolve_device
 from ..errors import ConfigError, TrainingError
 from ..eval.metrics import dice
 from ..fileio import atomic_path
+from ..infer.predict_files import predict_cases
 from ..infer.predictor import Predictor
-from ..infer.run import predict_cases
 from ..model.checkpoint import load_model, save_weights
 from ..model.config import model_settings_of
 from ..model.sam_format import reinit_decoder_head

@@ -1,4 +1,5 @@
-"""``masam predict`` as a function: inputs found, predictions written with the input's geometry."""
+"""``masam predict`` on files: the models named by ``-m`` loaded, inputs found and read, predictions
+written with the input's geometry (and overlays, probabilities, DICOM-SEG)."""
 
 from __future__ import annotations
 
