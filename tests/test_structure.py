@@ -20,6 +20,13 @@ LAYERS = {"data": 1, "model": 2, "eval": 2, "infer": 3, "train": 4, "share": 5, 
 # A cycle that only annotations close, kept until the prediction pipeline's restructuring (issue 25,
 # item 3, after the clicks issue has landed); the test fails once it is gone, to be removed here.
 KNOWN_ANNOTATION_CYCLES = [["masam.infer.predictor", "masam.infer.prompted", "masam.infer.predictor"]]
+# Modules still tested only through other modules' tests (issue 25 moved the rest to their mirror path).
+NOT_YET_MIRRORED = [
+    "masam.data.config", "masam.data.normalize", "masam.data.volume", "masam.eval.config", "masam.infer.config",
+    "masam.model.common", "masam.model.masam_format", "masam.model.mask_decoder", "masam.model.original_format",
+    "masam.model.prompt_encoder", "masam.model.sam_format", "masam.model.transformer", "masam.share.config",
+    "masam.share.monai_bundle", "masam.train.feedback", "masam.train.preflight",
+]  # fmt: skip
 # The file names of a run folder and a cache, spelt only in masam.run_folder (messages may name them).
 RUN_FOLDER_NAMES = ("model_best", "model_last", "model_epoch_", "config.json", "_image.npy", "_label.npy",
                     "plan.json", "postprocessing.json", "training_state.pt", "splits_final.json", "log.jsonl",
@@ -145,6 +152,33 @@ def file_names_outside_run_folder(src: Path) -> list[tuple[str, int, str]]:
             if not any(c.isspace() for c in node.value) and any(n in node.value for n in RUN_FOLDER_NAMES):
                 found.append((str(path.relative_to(src)), node.lineno, node.value))
     return found
+
+
+def module_tests(src: Path, tests: Path) -> list[str]:
+    """The modules of ``src`` (a package folder) that their own test path ``tests/<pkg>/test_<module>.py``
+    does not import (``__init__``, ``__main__`` and ``_version`` have none)."""
+    missing = []
+    for path in sorted(src.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py", "_version.py"):
+            continue
+        rel = path.relative_to(src)
+        module = ".".join([src.name, *rel.with_suffix("").parts])
+        test = tests / rel.parent / f"test_{path.stem}.py"
+        imported = set()
+        for node in ast.walk(ast.parse(test.read_text())) if test.is_file() else ():
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+        if module not in imported:
+            missing.append(module)
+    return missing
+
+
+def test_tests_mirror_modules():
+    """Each module's tests live at its mirror path and import it; the list below is what issue 25
+    left (tested through other modules' tests), and shrinks: a module that gains its test must leave it."""
+    assert module_tests(SRC, ROOT / "tests") == NOT_YET_MIRRORED
 
 
 def test_the_run_folder_file_names_are_spelt_in_run_folder_alone(tmp_path):

@@ -13,9 +13,9 @@ import torch
 import masam.precision
 from masam.cli import main
 from masam.data.prepare import prepare_btcv
-from masam.infer.predictor import find_weights
 from masam.model.checkpoint import load_model
 from masam.precision import resolve_training_precision
+from masam.run_folder import find_weights
 from masam.train import TrainConfig, Trainer
 from masam.train.config import PRESETS, resolve_train_config
 from tests.conftest import official_sam_state

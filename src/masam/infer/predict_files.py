@@ -362,7 +362,7 @@ def load_predictor(
     (read beside the first model). ``engine``: None (PyTorch), or a function from a model path to
     the forward function each predictor runs instead (:attr:`Predictor.engine`, issue 26).
     ``kwargs``: as :meth:`Predictor.from_files`."""
-    from .ensemble import EnsembleError, check_compatible, mean_probs_fn, model_spec, volume_probs_fn
+    from .ensemble import EnsembleError, mean_probs_fn, model_spec, refuse_incompatible, volume_probs_fn
     from .postprocess import PostprocessingError, read_postprocessing
     from .tta import mirrored
 
@@ -373,7 +373,7 @@ def load_predictor(
         predictor.engine = engine(path) if engine is not None else None
     main = predictors[0]
     try:
-        check_compatible({str(n): model_spec(pr.model) for n, pr in zip(named, predictors)})
+        refuse_incompatible({str(n): model_spec(pr.model) for n, pr in zip(named, predictors)})
     except EnsembleError as err:
         raise InputError(str(err)) from None
     if len(predictors) > 1:

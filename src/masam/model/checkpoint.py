@@ -17,7 +17,7 @@ from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError
 from ..spec import InputSpec
 from .build import build_model
-from .config import ARCHS, ModelConfig, check_chosen, model_default
+from .config import ARCHS, ModelConfig, model_default, refuse_unknown_settings
 from .masam import MASAM
 from .masam_format import header_input_spec, is_safetensors, load_own_tensors, read_weights, save_weights
 from .original_format import convert_original_state, is_original_masam
@@ -33,7 +33,7 @@ from .sam_format import (
 
 __all__ = [
     "CheckpointError",
-    "check_sam_checkpoint",
+    "sam_checkpoint_arch",
     "convert_original",
     "load_model",
     "read_torch_file",
@@ -61,7 +61,7 @@ class _Sam:
         return load_sam_weights(model, self.state, self.path)
 
 
-def check_sam_checkpoint(path: str | os.PathLike, arch: str | None = None) -> str:
+def sam_checkpoint_arch(path: str | os.PathLike, arch: str | None = None) -> str:
     """The arch of the SAM checkpoint at ``path``; :class:`CheckpointError` (one line) when it is
     not a readable SAM checkpoint or holds another arch than ``arch``."""
     return _Sam(path, arch).arch
@@ -168,7 +168,7 @@ def load_model(
     """
     dev = resolve_device(device)
     settings = {**(model_options or {}), **settings}
-    check_chosen(settings)
+    refuse_unknown_settings(settings)
     sam = _Sam(sam_checkpoint, arch)
     if weights is None:
         model = _fresh_model(sam, arch, num_classes, settings)

@@ -112,7 +112,7 @@ def model_settings_of(settings: object) -> dict[str, Any]:
     return {name: getattr(settings, name) for name in CHOSEN if hasattr(settings, name)}
 
 
-def check_chosen(names) -> None:
+def refuse_unknown_settings(names) -> None:
     """Refuse settings of a new model that :class:`ModelConfig` does not have (one line)."""
     unknown = sorted(set(names) - set(CHOSEN))
     if unknown:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from masam.cli import main
+from masam.eval.evaluate import evaluate_folders
 from tests.data.helpers import write_volume
+from tests.eval.test_metrics import brute_force
 
 
 def test_unevaluated_labels_and_unmatched_predictions_are_warned_about(tmp_path, capsys, monkeypatch):
@@ -74,3 +77,39 @@ def test_the_overlays_folder_of_masam_predict_is_not_a_prediction(tmp_path, caps
     Image.new("RGB", (12, 10)).save(pred / "overlays" / "a_00.png")
     assert main(["evaluate", "-p", str(pred), "-r", str(ref), "-o", str(tmp_path / "m.json")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_evaluate_folders_and_command(tmp_path, capsys):
+    pred_dir, ref_dir = tmp_path / "pred", tmp_path / "ref"
+    pred_dir.mkdir()
+    ref_dir.mkdir()
+    spacing_xyz = (0.8, 0.8, 2.5)
+    ref = np.zeros((8, 20, 20), np.uint8)
+    ref[2:6, 4:12, 4:12] = 1
+    ref[3:5, 14:18, 14:18] = 2
+    pred = ref.copy()
+    pred[2:6, 4:12, 4:14][pred[2:6, 4:12, 4:14] == 0] = 1
+    for name in ("a", "b"):
+        write_volume(ref_dir / f"{name}.nii.gz", ref, spacing_xyz)
+        write_volume(pred_dir / f"{name}.nii.gz", pred if name == "a" else ref, spacing_xyz)
+    results = evaluate_folders(pred_dir, ref_dir)
+    by_case = {row["case"]: row["classes"] for row in results["cases"]}
+    dice_a, hd_a, nsd_a = brute_force(pred == 1, ref == 1, spacing_xyz[::-1], 2.0)
+    assert by_case["a"]["1"]["dice"] == pytest.approx(dice_a, abs=1e-6)
+    assert abs(by_case["a"]["1"]["hd95"] - hd_a) <= 2.5
+    assert by_case["b"]["1"] == {"dice": 1.0, "hd95": 0.0, "nsd": 1.0}
+    assert results["mean_per_class"]["1"]["dice"] == pytest.approx((dice_a + 1) / 2)
+
+    out = tmp_path / "m.json"
+    meta = tmp_path / "dataset.json"
+    meta.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "spleen": 2}}))
+    assert main(["evaluate", "-p", str(pred_dir), "-r", str(ref_dir), "-o", str(out), "--dataset-json", str(meta)]) == 0
+    saved = json.loads(out.read_text())
+    assert set(saved["mean_per_class"]) == {"liver", "spleen"}
+    csv_lines = out.with_suffix(".csv").read_text().splitlines()
+    assert csv_lines[0] == "case,class,dice,hd95,nsd" and len(csv_lines) == 1 + 4 + 2 + 1
+    assert "liver" in capsys.readouterr().out
+    (pred_dir / "b.nii.gz").unlink()  # issue 18: a reference without a prediction is warned about, not fatal
+    assert main(["evaluate", "-p", str(pred_dir), "-r", str(ref_dir), "-o", str(out)]) == 0
+    assert "b.nii.gz: no prediction in" in capsys.readouterr().err
+    assert [c["case"] for c in json.loads(out.read_text())["cases"]] == ["a"]
