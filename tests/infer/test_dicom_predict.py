@@ -19,7 +19,7 @@ from masam.infer import Predictor
 from masam.infer.predict_files import find_inputs, predict_inputs
 from masam.infer.predictor import Prediction
 from tests.conftest import SHARED, require_shared
-from tests.model.test_model import randomise
+from tests.model.helpers import randomise
 
 DICOM = SHARED / "data" / "dicom"
 LABELS = {"background": 0, "liver": 1, "lesion": 2}

@@ -24,7 +24,7 @@ from masam.infer.ensemble import (
     volume_probs_fn,
 )
 from masam.model import ModelConfig
-from tests.model.test_model import randomise
+from tests.model.helpers import randomise
 
 GEOMETRY = {"spacing": (0.8, 0.8, 2.5), "origin": (-10.0, 5.0, 30.0), "direction": (1, 0, 0, 0, -1, 0, 0, 0, 1)}
 

@@ -17,7 +17,7 @@ from masam.infer import Predictor, stack_centres
 from masam.infer.predict_files import boxes_from_labels, predict_inputs
 from tests.conftest import SHARED, require_shared
 from tests.data.helpers import make_video_dataset, phantom, write_volume
-from tests.model.test_model import tiny_ct_model
+from tests.model.helpers import tiny_ct_model
 
 
 @pytest.fixture(scope="module")

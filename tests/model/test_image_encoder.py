@@ -15,7 +15,7 @@ from masam.model.image_encoder import (
     window_partition,
     window_unpartition,
 )
-from tests.model.test_masam import randomise, sam_attention, tiny
+from tests.model.helpers import randomise, sam_attention, tiny
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,27 +19,12 @@ from masam.data.io import read_volume
 from masam.train.trainer import EpochSampler, boxes_for_training
 from tests.conftest import ROOT, SHARED, require_shared
 from tests.data.helpers import make_dataset, write_volume
-
-TINY = ["--arch", "vit_tiny", "--image-size", "64", "--rank", "4", "--warmup", "3", "--workers", "0", "--quiet"]
+from tests.train.helpers import TINY, assert_same, trained
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("train") / "D", cases=3, shape=(6, 40, 48))
-
-
-def trained(run: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(run / "training_state.pt", weights_only=True)
-    return state["model"]
-
-
-def assert_same(a: dict, b: dict, atol: float = 0.0) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        if atol == 0.0:
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert torch.allclose(a[key], b[key], atol=atol, rtol=0), key
 
 
 def test_run_folder_and_exact_resume(dataset, tmp_path):
