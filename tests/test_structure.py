@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -203,3 +204,16 @@ def test_the_import_checks_see_cycles_and_layers():
     assert layer("masam.spec") < layer("masam.data.io") < layer("masam.model.build") < predict
     assert layer("masam.data.io") < layer("masam.eval.report") < predict
     assert predict < layer("masam.train.trainer") < layer("masam.share.export") < layer("masam.cli")
+
+
+def test_the_architecture_page_shows_the_staircase_the_test_keeps():
+    """docs/architecture.md's table of layers names each package at the layer of LAYERS."""
+    rows = re.findall(r"^\| (\d) \| (.+?) \|", (ROOT / "docs" / "architecture.md").read_text(), re.MULTILINE)
+    shown = {name.strip("`/").removesuffix(".py"): int(n) for n, cell in rows for name in re.findall(r"`[^`]+`", cell)}
+    assert {name: shown.get(name) for name in LAYERS} == LAYERS
+    top = [p.stem for p in SRC.glob("*.py") if p.stem not in ("__init__", "_version") and p.stem not in LAYERS]
+    assert {name: shown.get(name) for name in top} == dict.fromkeys(top, 0)
+
+
+def test_the_readme_is_for_users_and_short():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300
