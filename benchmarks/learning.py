@@ -13,7 +13,8 @@ Each fold trains on three cases from scratch (vit_tiny) with the issue's command
 
 and predicts the fourth (``masam predict --mode fast``; ``masam evaluate``). Recipes: ``default``
 (no recipe flag: what ``masam train`` does today), ``no_augment``, ``original`` (the original
-MA-SAM's augmentation), ``masam`` (masam's own policy) and ``scratch`` (``--preset scratch`` with
+MA-SAM's augmentation), ``masam`` (masam's own policy), ``percentile`` (the original's MRI
+normalisation, the default before the robust rule) and ``scratch`` (``--preset scratch`` with
 only ``--arch``, ``--iterations`` and the validation flags given). Each run's figures are kept in
 ``WORK/TASK/RECIPE/fold_K/result.json``, so an interrupted benchmark continues where it stopped
 (``--reuse``). Writes ``benchmarks/results/learning.json``; ``--table FILE`` prints its Markdown table.
@@ -43,6 +44,7 @@ RECIPES = {
     "no_augment": ["--no-augment"],
     "original": ["--augment-policy", "original"],
     "masam": ["--augment-policy", "masam"],
+    "percentile": ["--mri-rule", "percentile"],  # the default before the robust MRI rule
     "scratch": None,  # --preset scratch, its own values
 }
 TASKS = {"brats_flair": ("Flair",), "brats_2ch": ("Flair", "T1c")}

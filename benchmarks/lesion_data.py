@@ -131,6 +131,8 @@ def write_brats_tumour_dataset(
     in imagesTr. Files already written are kept."""
     folder = Path(folder or SHARED_DATA / "deepmedic_brats2015")
     root = Path(root)
+    if test_case not in BRATS_CASES:
+        raise ValueError(f"{test_case!r} is not one of the BraTS cases {BRATS_CASES}")
     if (root / "dataset.json").is_file():
         return root
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):

@@ -62,7 +62,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 
     c = _settings(PreprocessConfig, args)
     dataset = load_dataset(c.dataset, modality=c.modality)
-    norm = dataset_normalization(dataset, c.ct_window, c.mri_percentile)
+    norm = dataset_normalization(dataset, c.ct_window, c.mri_percentile, c.mri_rule)
     label_map = label_map_from_text(c.merge_labels)
     if label_map:
         dataset = dataclasses.replace(dataset, labels=merged_names(dataset.labels, label_map))

@@ -125,3 +125,17 @@ def test_each_preset_names_its_augmentation_and_old_run_folders_keep_theirs():
     saved = {**TrainConfig(**given).to_dict(), "augment_policy": None}
     assert TrainConfig.from_dict(saved).augment_policy == "original"
     assert TrainConfig.from_dict({**saved, "prompt": "box"}).augment_policy == "original-box"
+
+
+def test_mri_rule_is_robust_by_default_the_originals_in_the_presets_and_kept_by_old_run_folders():
+    """Issue 27: masam's own recipe normalises MRI by the robust rule; the paper presets keep the
+    original's percentile rule; a run folder written before the setting resumes with the percentile."""
+    given = {"dataset": "d", "output": "o", "arch": "vit_tiny"}
+    assert resolve_train_config(given).mri_rule == "robust"
+    assert resolve_train_config(given, "scratch").mri_rule == "robust"
+    for preset in ("paper", "btcv", "prostate", "endovis", "tumour-box"):
+        assert resolve_train_config(given, preset).mri_rule == "percentile"
+    saved = TrainConfig(**given).to_dict()
+    del saved["mri_rule"]
+    assert TrainConfig.from_dict(saved).mri_rule == "percentile"
+    assert TrainConfig.from_dict({**saved, "mri_rule": "robust"}).mri_rule == "robust"

@@ -24,7 +24,15 @@ def ct_window_setting():
 
 
 def mri_percentile_setting():
-    return setting(99.0, "MRI upper clip percentile (per volume)", "data")
+    return setting(99.0, "MRI upper clip percentile (per volume), with --mri-rule percentile", "data")
+
+
+def mri_rule_setting():
+    # issue 27: measured on the shared BraTS cases (docs/learning.md); the paper presets keep the original's
+    return setting(
+        "robust", "MRI normalisation: robust (the foreground's median and IQR, masam's) or percentile "
+        "([min, --mri-percentile] of the volume, the original's)", "data", choices=("robust", "percentile"),
+    )  # fmt: skip
 
 
 def merge_labels_setting(group: str = "data"):
@@ -63,6 +71,7 @@ class PreprocessConfig:
     modality: str | None = modality_setting()
     ct_window: tuple[float, float] = ct_window_setting()
     mri_percentile: float = mri_percentile_setting()
+    mri_rule: str = mri_rule_setting()
     merge_labels: str | None = merge_labels_setting()  # issue 12
     # issue 17: parallel preprocessing
     processes: int = setting(1, "cases preprocessed at once, each in a process", "data")

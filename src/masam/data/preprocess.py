@@ -32,10 +32,11 @@ from .slices import labels_to_slices, prepare_image, resize_slices
 
 
 def dataset_normalization(
-    dataset: Dataset, ct_window: tuple[float, float], mri_percentile: float
+    dataset: Dataset, ct_window: tuple[float, float], mri_percentile: float, mri_rule: str
 ) -> Normalization | ChannelNormalization:
     """One rule per channel, by the channel's modality (several channels: :class:`ChannelNormalization`)."""
-    norms = [Normalization(m, ct_window, mri_percentile) for m in dataset.channel_modalities or (dataset.modality,)]
+    modalities = dataset.channel_modalities or (dataset.modality,)
+    norms = [Normalization(m, ct_window, mri_percentile, mri_rule) for m in modalities]
     return norms[0] if len(norms) == 1 else ChannelNormalization(norms)
 
 

@@ -17,6 +17,7 @@ from ..data.config import (
     merge_labels_setting,
     modality_setting,
     mri_percentile_setting,
+    mri_rule_setting,
 )
 from ..errors import ConfigError
 from ..model.config import model_setting
@@ -37,6 +38,7 @@ class TrainConfig:
     modality: str | None = modality_setting()
     ct_window: tuple[float, float] = ct_window_setting()
     mri_percentile: float = mri_percentile_setting()
+    mri_rule: str = mri_rule_setting()
     val_fraction: float = setting(0.2, "share of cases held out for validation", "data")
     split_file: str | None = setting(None, "JSON {train: [...], val: [...]} instead of a seeded split", "data")
     # issue 16: cross-validation folds in nnU-Net's splits_final.json
@@ -162,6 +164,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {"mri_rule": "percentile", **values}  # a run folder written before issue 27
         out = cls(**{k: v for k, v in values.items() if k in known})
         out.ct_window = tuple(out.ct_window)
         if out.augment_policy is None:  # a run folder written before issue 27 chose by the prompt
@@ -193,6 +196,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "precision": "mixed",
         "reinit_head": True,
         "augment_policy": "original",
+        "mri_rule": "percentile",
     },
 }
 # the paper's four tasks (docs/fidelity.md): the paper's protocol plus each task's data settings

@@ -260,7 +260,7 @@ class Trainer:
         self.label_map = label_map_from_text(cfg.merge_labels)
         if self.label_map:
             self.dataset = dataclasses.replace(self.dataset, labels=merged_names(self.dataset.labels, self.label_map))
-        self.normalization = dataset_normalization(self.dataset, cfg.ct_window, cfg.mri_percentile)
+        self.normalization = dataset_normalization(self.dataset, cfg.ct_window, cfg.mri_percentile, cfg.mri_rule)
         if cfg.fold is not None:
             train_cases, self.val_cases = self._fold_split()
         else:
