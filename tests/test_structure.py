@@ -17,7 +17,10 @@ from tests.conftest import ROOT
 
 SRC = ROOT / "src" / "masam"
 # Modules at the package's top that import nothing above them: layer 0.
-LAYERS = {"data": 1, "model": 2, "eval": 2, "infer": 3, "train": 4, "share": 5, "cli": 6, "demo": 6, "__main__": 6}
+LAYERS = {
+    "data": 1, "model": 2, "eval": 2, "infer": 3, "train": 4, "interactive": 4, "share": 5, "cli": 6, "demo": 6,
+    "__main__": 6,
+}  # fmt: skip
 # A cycle that only annotations close, kept until the prediction pipeline's restructuring (issue 25,
 # item 3, after the clicks issue has landed); the test fails once it is gone, to be removed here.
 KNOWN_ANNOTATION_CYCLES = [["masam.infer.predictor", "masam.infer.prompted", "masam.infer.predictor"]]

@@ -254,3 +254,81 @@ def test_propagation_from_an_empty_start_returns_nothing_and_refuses_bad_slices(
     assert not propagate_from_slice(lambda i, b: empty[i], 5, 2, [1, 1, 4, 4]).any()
     with pytest.raises(BoxError, match="slice 5, but the image has 5 slices"):
         propagate_from_slice(lambda i, b: empty[i], 5, 5, [1, 1, 4, 4])
+
+
+# ---------------------------------------------------------------- points (issue 22)
+
+
+def test_points_from_json_and_csv_alone_and_with_a_box_agree():
+    from masam.infer.boxes import Points
+
+    obj = {
+        "alone": {"points": [[3, 4, 5, 1], [6, 7, 8, 0]], "space": "voxel"},
+        "boxed": {"points": [[-10.5, 20, 3, 1]], "box": [-12, 18, 2, 14, 30.25, 9], "space": "world"},
+        "sliced": {"points": [[5, 6, 2, 1]], "slice": 2, "box": [1, 2, 8, 9]},
+    }
+    expected = {
+        "alone": Points(((3, 4, 5, 1), (6, 7, 8, 0)), "voxel"),
+        "boxed": Points(((-10.5, 20, 3, 1),), "world", Box3D((-12, 18, 2, 14, 30.25, 9), "world")),
+        "sliced": Points(((5, 6, 2, 1),), "voxel", SliceBoxes({2: (1, 2, 8, 9)})),
+    }
+    assert parse_boxes(obj) == expected
+    text = (
+        "case,x,y,z,label,space,slice,x0,y0,x1,y1,z0,z1\n"
+        "alone,3,4,5,1,,,,,,,,\n"
+        "boxed,-10.5,20,3,1,world,,,,,,,\n"
+        "sliced,,,,,,2,1,2,8,9,,\n"
+        "alone,6,7,8,0,voxel,,,,,,,\n"
+        "boxed,,,,,world,,-12,18,14,30.25,2,9\n"
+        "sliced,5,6,2,1,,,,,,,,\n"
+    )
+    assert parse_boxes_csv(text) == expected  # rows in any order; a case's points keep their row order
+
+
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({"a": {"points": [[1, 2, 3]]}}, "case 'a', point 1: expected 4 numbers"),
+        ({"a": {"points": [[1, 2, 3, 2]]}}, "point 1: the label must be 1 .include. or 0"),
+        ({"a": {"points": []}}, "'points' must be a list"),
+        ({"a": {"points": [[1, 2, 3, 1]], "slice": 2}}, "'slice' without a 'box'"),
+        ({"a": {"points": [[1, 2, 3, 1]], "propagate": True}}, "unknown keys"),
+    ],
+)
+def test_bad_points_are_named(obj, message):
+    with pytest.raises(BoxError, match=message):
+        parse_boxes(obj, "p.json")
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_world_points_at_voxel_centres_give_the_voxel_points_on_an_oblique_image(axis):
+    from masam.infer.boxes import Points, slice_points
+
+    volume = oblique_volume()
+    index = [(3, 2, 5, 1), (11, 6, 9, 0), (19, 8, 15, 1), (3, 2, 7, 0)]
+    voxel = slice_points(Points(tuple(index), "voxel"), volume, axis)
+    world = Points(tuple((*physical(volume, p[:3]), p[3]) for p in index), "world")
+    got = slice_points(world, volume, axis)
+    # the table of the module's docstring: (slice, x, y) index dimensions by numpy slice axis
+    s_dim, x_dim, y_dim = {0: (2, 0, 1), 1: (1, 0, 2), 2: (0, 1, 2)}[axis]
+    expected = {}
+    for p in index:
+        expected.setdefault(p[s_dim], []).append([float(p[x_dim]), float(p[y_dim]), p[3]])
+    assert voxel == expected
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert np.allclose(np.array(got[key]), np.array(expected[key]), atol=1e-6)
+
+
+def test_a_point_outside_the_image_is_refused_naming_the_case():
+    from masam.infer.boxes import Points, slice_points
+
+    volume = oblique_volume()
+    size = np.array([20, 9, 16])
+    on_face = Points(((*physical(volume, size - 0.5), 1),), "world")
+    assert list(slice_points(on_face, volume, 1)) == [8]  # on the outer face: inside, the last voxel
+    beyond = Points(((*physical(volume, [0, 9.6, 3]), 1),), "world")
+    with pytest.raises(BoxError, match=r"^pts.json: case 'liver_1': point 1 .* \(world\) lies outside the image"):
+        slice_points(beyond, volume, 1, where="pts.json: case 'liver_1'")
+    with pytest.raises(BoxError, match=r"point 2 \[20, 1, 1\] \(voxel\) lies outside"):
+        slice_points(Points(((0, 0, 0, 1), (20, 1, 1, 0)), "voxel"), volume, 0)

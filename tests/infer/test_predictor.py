@@ -208,3 +208,39 @@ def test_fast_mode_tiles_the_volume_with_a_fifth_of_the_stacks(model, tmp_path):
         == 0
     )
     assert read_volume(tmp_path / "o" / "v.nii.gz").array.shape == (20, 30, 30)
+
+
+def test_points_refine_their_slice_as_the_replayed_rounds_of_every_covering_stack(model):
+    """Issue 22: a click prompts its own slice: there, the probabilities are the mean over the five
+    stacks holding the slice of its decoding with the points replayed (round 1: the first point,
+    round 2: both, with round 1's prediction as the mask prompt); every other slice is automatic."""
+    from masam.data.slices import prepare_image
+    from masam.model.correction import mask_prompt
+    from tests.model.test_correction import alone
+
+    image, _ = phantom(shape=(7, 40, 48))
+    volume = masam.data.Volume(image, (1.0, 1.0, 3.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1), "p.nii.gz")
+    model.metadata = {**model.metadata, "click_rounds": 3}
+    try:
+        predictor = Predictor(model, batch_size=3)
+        clicks = [[20, 18, 3, 1], [30, 25, 3, 0]]
+        got = predictor.predict(volume, points=clicks, return_probabilities=True).probabilities
+        automatic = predictor.predict(volume, return_probabilities=True).probabilities
+    finally:
+        model.metadata.pop("click_rounds")
+    slices, _ = prepare_image(volume, predictor.normalization, 64)
+    pixels = torch.tensor([[(x + 0.5) * 64 / 48 - 0.5, (y + 0.5) * 64 / 40 - 0.5, label] for x, y, _, label in clicks])
+    size = model.prompt_encoder.mask_input_size
+    total = 0
+    with torch.no_grad():
+        for centre in range(1, 6):
+            idx = np.clip(np.arange(centre - 2, centre + 3), 0, 6)
+            embedding = model.encode(slices[idx][None].expand(-1, -1, 3, -1, -1).float())[3 - centre + 2]
+            first = alone(model, embedding, None, pixels[:1])
+            second = alone(model, embedding, None, pixels, mask_prompt(first[None], None, size)[0])
+            total = total + torch.softmax(second, 0)
+    expected = torch.nn.functional.interpolate((total / 5)[None], size=(40, 48), mode="bilinear")[0]
+    assert np.allclose(got[:, 3].astype(np.float32), expected.numpy(), atol=2e-3)
+    others = [0, 1, 2, 4, 5, 6]
+    assert np.array_equal(got[:, others], automatic[:, others])
+    assert np.abs(got[:, 3].astype(np.float32) - automatic[:, 3]).max() > 1e-3  # the clicks changed it

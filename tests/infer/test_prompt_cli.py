@@ -159,3 +159,58 @@ def test_a_box_outside_the_image_is_a_one_line_error_naming_file_and_case(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and f"{boxes}: case 'case'" in err[0], err
     assert not (tmp_path / "out" / "case.nii.gz").exists()
+
+
+# ---------------------------------------------------------------- points (issue 22)
+
+
+def fake_forward_points(self, stacks, boxes, points=None):
+    """As :func:`fake_forward`; a slice with points finds the lesion-bright pixels when its first
+    point is a positive one lying on the lesion (model pixels), and nothing else of the lesion."""
+    probs = fake_forward(self, stacks, boxes)
+    if points is None:
+        return probs
+    grey = stacks[:, :, 0]
+    lesion_cut = ((ORGAN_HU + 200) / 450 + (LESION_HU + 200) / 450) / 2
+    for b, d in np.ndindex(*grey.shape[:2]):
+        x, y, label = points[b, d, 0].tolist()
+        if label < 0:
+            continue
+        on_lesion = label == 1 and grey[b, d, round(y), round(x)] > lesion_cut
+        lesion = (grey[b, d] > lesion_cut) & on_lesion
+        organ = (grey[b, d] > (ORGAN_HU + 200) / 450 / 2) & ~lesion
+        classes = torch.stack([~(organ | lesion), organ, lesion]).float()
+        probs[b, d] = torch.softmax(classes * 20, dim=0)
+    return probs
+
+
+def test_points_in_voxels_json_and_in_world_csv_refine_their_slices(monkeypatch, models, tmp_path):
+    monkeypatch.setattr(Predictor, "forward_stacks", fake_forward_points)
+    path, truth = write_image(tmp_path / "in", "case")
+    voxel = tmp_path / "points.json"
+    # slice 9: a click on the lesion (x 15, y 12); slice 7: a click on the organ only
+    voxel.write_text(json.dumps({"case": {"points": [[15, 12, 9, 1], [25, 25, 7, 1]], "space": "voxel"}}))
+    csv = tmp_path / "points.csv"
+    rows = [",".join(map(str, [*world(p[:3]), p[3]])) for p in ((15, 12, 9, 1), (25, 25, 7, 1))]
+    csv.write_text("case,x,y,z,label,space\n" + "".join(f"case,{r},world\n" for r in rows))
+    assert predict(models["dropout"], tmp_path / "in", voxel, tmp_path / "a") == 0
+    assert predict(models["dropout"], tmp_path / "in", csv, tmp_path / "b") == 0
+    a, b = (read_volume(tmp_path / d / "case.nii.gz").array for d in "ab")
+    automatic = np.where(truth == 2, 1, truth)
+    expected = automatic.copy()
+    expected[9] = truth[9]  # the clicked lesion slice is redrawn; the organ click finds no lesion
+    assert np.array_equal(a, expected) and np.array_equal(b, expected)
+    predictor = Predictor.from_files(models["dropout"])
+    by_api = predictor.predict(read_volume(path), points=[[15, 12, 9, 1], [25, 25, 7, 1]]).labels
+    assert np.array_equal(by_api, expected)
+
+
+def test_a_point_outside_the_image_is_a_one_line_error_naming_file_and_case(monkeypatch, models, tmp_path, capsys):
+    monkeypatch.setattr(Predictor, "forward_stacks", fake_forward_points)
+    write_image(tmp_path / "in", "case")
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps({"case": {"points": [[15, 12, 9, 1], [15, 12, 20, 0]]}}))
+    assert predict(models["dropout"], tmp_path / "in", points, tmp_path / "out") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{points}: case 'case': point 2 [15, 12, 20] (voxel) lies outside the image" in err[0]
+    assert not (tmp_path / "out" / "case.nii.gz").exists()

@@ -87,7 +87,7 @@ class FakePredictor:
             labels = self.truth.copy()
         return SimpleNamespace(labels=labels)
 
-    def predict_volume(self, volume, boxes=None):  # the plain path predict_prompted calls
+    def predict_volume(self, volume, boxes=None, points=None):  # the plain path predict_prompted calls
         return self.predict(volume, boxes)
 
 

@@ -128,7 +128,7 @@ def test_train_flags_are_checked_and_stored_in_the_models_metadata(tmp_path, cap
     args = ["train", "-d", str(dataset), "--arch", "vit_tiny", "--image-size", "32", "--rank", "2", "--workers", "0",
             "--quiet", "--iterations", "2", "--batch-size", "2", "--val-every", "0", "--val-fraction", "0"]  # fmt: skip
     assert main([*args, "-o", str(tmp_path / "a"), "--box-label", "1"]) == 1  # needs --prompt box
-    assert "--box-label, --prompt-dropout, --box-3d and --box-empty need --prompt box" in capsys.readouterr().err
+    assert "--box-label and --prompt-dropout need --prompt box, points or box+points" in capsys.readouterr().err
     assert main([*args, "-o", str(tmp_path / "b"), "--prompt", "box", "--prompt-dropout", "1.0"]) == 1
     assert main([*args, "-o", str(tmp_path / "b"), "--prompt", "box", "--box-3d", "1.5"]) == 1
     assert "--box-3d must be between 0 and 1, got 1.5" in capsys.readouterr().err

@@ -1,6 +1,6 @@
-"""Box prompts as people give them: boxes on slices, one 3D box (voxel or world coordinates), or
-one box on one slice to be propagated; read from JSON or CSV, turned into the per-slice boxes the
-predictor takes.
+"""Prompts as people give them: boxes on slices, one 3D box (voxel or world coordinates), one box
+on one slice to be propagated, and points (include / exclude clicks, issue 22) alone or with a box;
+read from JSON or CSV, turned into the per-slice boxes and points the predictor takes.
 
 The per-slice frame is the predictor's: the image's slices along the slice axis (``np.moveaxis(
 array, axis, 0)``), ``x`` the slice's columns and ``y`` its rows, in voxels, inclusive. With the
@@ -61,7 +61,19 @@ class PropagatedBox:
     box: tuple[float, float, float, float]
 
 
-Prompt = SliceBoxes | Box3D | PropagatedBox
+@dataclass(frozen=True)
+class Points:
+    """Points ``(x, y, z, label)`` in click order: label 1 include, 0 exclude. ``space="voxel"``:
+    voxel indices in the image's (x, y, z) index order (fractions allowed); ``"world"``: physical
+    mm, read through the image's direction as a 3D box is. A point prompts the slice it lies on.
+    ``box``: a box prompt given with the points (slice boxes or a 3D box, in ``space`` too)."""
+
+    points: tuple[tuple[float, float, float, int], ...]
+    space: str = "voxel"
+    box: SliceBoxes | Box3D | None = None
+
+
+Prompt = SliceBoxes | Box3D | PropagatedBox | Points
 
 
 def _numbers(values, count: int, where: str) -> tuple[float, ...]:
@@ -97,7 +109,9 @@ def _slice_index(key, where: str) -> int:
 def parse_prompt(value, where: str) -> Prompt:
     """One case's prompt from its JSON form (see :func:`parse_boxes`)."""
     if not isinstance(value, dict) or not value:
-        raise BoxError(f"{where}: expected an object of slice boxes or a 'box', got {value!r}")
+        raise BoxError(f"{where}: expected an object of slice boxes, a 'box' or 'points', got {value!r}")
+    if "points" in value:
+        return _parse_points(value, where)
     if "box" not in value:
         boxes = {}
         for key, box in value.items():
@@ -121,12 +135,38 @@ def parse_prompt(value, where: str) -> Prompt:
     return Box3D(_ordered(box, where) if space == "voxel" else box, space)
 
 
+def _parse_points(value: dict, where: str) -> Points:
+    """``{"points": [[x, y, z, label], ...], "space": ...}``, with a 3D box or a slice's box or alone."""
+    unknown = set(value) - {"points", "box", "space", "slice"}
+    if unknown:
+        raise BoxError(f"{where}: unknown keys {sorted(unknown)} beside points (known: points, box, space, slice)")
+    space = value.get("space", "voxel")
+    if space not in SPACES:
+        raise BoxError(f"{where}: 'space' must be 'voxel' or 'world', got {space!r}")
+    given = value["points"]
+    if not isinstance(given, list) or not given:
+        raise BoxError(f"{where}: 'points' must be a list of [x, y, z, label], got {given!r}")
+    points = []
+    for i, point in enumerate(given, start=1):
+        x, y, z, label = _numbers(point, 4, f"{where}, point {i}")
+        if label not in (0.0, 1.0):
+            raise BoxError(f"{where}, point {i}: the label must be 1 (include) or 0 (exclude), got {point[3]!r}")
+        points.append((x, y, z, int(label)))
+    box = None
+    if "box" in value:
+        box = parse_prompt({k: v for k, v in value.items() if k != "points"}, where)
+    elif "slice" in value:
+        raise BoxError(f"{where}: 'slice' without a 'box'")
+    return Points(tuple(points), space, box)
+
+
 def parse_boxes(obj, source: str = "<boxes>") -> dict[str, Prompt]:
     """Prompts per case from the JSON forms::
 
         {"CASE": {"SLICE": [x0, y0, x1, y1], ...}}                      # boxes on slices
         {"CASE": {"box": [x0, y0, z0, x1, y1, z1], "space": "voxel"}}   # or "world" (mm)
         {"CASE": {"slice": S, "box": [x0, y0, x1, y1], "propagate": true}}
+        {"CASE": {"points": [[x, y, z, 1], [x, y, z, 0]], "space": "voxel"}}  # a box may go with them
 
     ``source`` names the input in error messages."""
     if not isinstance(obj, dict):
@@ -134,10 +174,12 @@ def parse_boxes(obj, source: str = "<boxes>") -> dict[str, Prompt]:
     return {str(case): parse_prompt(value, f"{source}: case {case!r}") for case, value in obj.items()}
 
 
-# CSV: one row per box, header required. A row with z0..z1 is a 3D box; a row with a slice is a
-# slice box (several rows of one case combine), propagated when its propagate cell is true.
+# CSV: one row per box or point, header required. A row with z0..z1 is a 3D box; a row with a slice
+# is a slice box (several rows of one case combine), propagated when its propagate cell is true; a
+# row with x, y, z and label is a point (a case's points combine, in row order, and join its box).
 CSV_3D = ("case", "x0", "y0", "z0", "x1", "y1", "z1")
 CSV_SLICE = ("case", "slice", "x0", "y0", "x1", "y1")
+CSV_POINT = ("case", "x", "y", "z", "label")
 CSV_OPTIONAL = ("space", "propagate")
 _TRUE, _FALSE = ("1", "true", "yes", "y"), ("", "0", "false", "no", "n")
 
@@ -148,10 +190,14 @@ def _csv_row(row: dict[str, str], where: str) -> tuple[str, Prompt]:
     if not case:
         raise BoxError(f"{where}: empty case name")
     cell = {k: (v or "").strip() for k, v in row.items() if k is not None}
-    if any(cell.get(k) for k in ("z0", "z1")):
-        if cell.get("slice"):
-            raise BoxError(f"{where}: give either z0..z1 (a 3D box) or slice (a slice box), not both")
-        value = {"box": [cell.get(k, "") for k in CSV_3D[1:]], "space": cell.get("space") or "voxel"}
+    forms = [any(cell.get(k) for k in ("z0", "z1")), bool(cell.get("slice")), bool(cell.get("label"))]
+    if sum(forms) > 1:
+        raise BoxError(f"{where}: give either z0..z1 (a 3D box), slice (a slice box) or label (a point) in one row")
+    space = cell.get("space") or "voxel"
+    if forms[0]:
+        value = {"box": [cell.get(k, "") for k in CSV_3D[1:]], "space": space}
+    elif forms[2]:
+        value = {"points": [[cell.get(k, "") for k in CSV_POINT[1:]]], "space": space}
     else:
         propagate = cell.get("propagate", "").lower()
         if propagate not in _TRUE + _FALSE:
@@ -163,16 +209,16 @@ def _csv_row(row: dict[str, str], where: str) -> tuple[str, Prompt]:
 
 def parse_boxes_csv(text: str, source: str = "<boxes>") -> dict[str, Prompt]:
     """Prompts per case from CSV text with a header naming the columns (any order): ``case,x0,y0,
-    z0,x1,y1,z1[,space]`` for 3D boxes, ``case,slice,x0,y0,x1,y1[,propagate]`` for slice boxes;
-    one file may hold both (the union of the columns, cells of the other form left empty)."""
+    z0,x1,y1,z1[,space]`` for 3D boxes, ``case,slice,x0,y0,x1,y1[,propagate]`` for slice boxes,
+    ``case,x,y,z,label[,space]`` for points; one file may hold several forms (the union of the
+    columns, cells of the other forms left empty)."""
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or []]
     reader.fieldnames = header
-    needed_3d, needed_slice = set(CSV_3D) - set(header), set(CSV_SLICE) - set(header)
-    if needed_3d and needed_slice:
+    if all(set(form) - set(header) for form in (CSV_3D, CSV_SLICE, CSV_POINT)):
         raise BoxError(
-            f"{source}: the first line must be a header with the columns {','.join(CSV_3D)}[,space] or "
-            f"{','.join(CSV_SLICE)}[,propagate]; got {','.join(header) or 'nothing'}"
+            f"{source}: the first line must be a header with the columns {','.join(CSV_3D)}[,space], "
+            f"{','.join(CSV_SLICE)}[,propagate] or {','.join(CSV_POINT)}[,space]; got {','.join(header) or 'nothing'}"
         )
     prompts: dict[str, Prompt] = {}
     for line, row in enumerate(reader, start=2):
@@ -185,9 +231,20 @@ def parse_boxes_csv(text: str, source: str = "<boxes>") -> dict[str, Prompt]:
 
 
 def _merge(old: Prompt | None, new: Prompt, case: str, where: str) -> Prompt:
-    """Slice-box rows of one case combine; anything else gives a case one prompt only."""
+    """Slice-box rows of one case combine, and its points join each other and its box; anything
+    else gives a case one prompt only."""
     if old is None:
         return new
+    if isinstance(old, Points) or isinstance(new, Points):
+        given = [p for p in (old, new) if isinstance(p, Points)]
+        if len({p.space for p in given}) > 1:
+            raise BoxError(f"{where}: case {case!r} has points in both voxel and world space")
+        box = None
+        for part in [p for p in (old, new) if not isinstance(p, Points)] + [p.box for p in given if p.box]:
+            box = _merge(box, part, case, where)
+        if isinstance(box, PropagatedBox):
+            raise BoxError(f"{where}: case {case!r}: points go with boxes on slices or a 3D box, not a propagated box")
+        return Points(tuple(q for p in given for q in p.points), given[0].space, box)
     if isinstance(old, SliceBoxes) and isinstance(new, SliceBoxes):
         twice = set(old.boxes) & set(new.boxes)
         if twice:
@@ -195,7 +252,7 @@ def _merge(old: Prompt | None, new: Prompt, case: str, where: str) -> Prompt:
         return SliceBoxes({**old.boxes, **new.boxes})
     raise BoxError(
         f"{where}: case {case!r} already has a prompt; a case takes boxes on slices, or one 3D box, "
-        "or one propagated box"
+        "or one propagated box (each with points or without)"
     )
 
 
@@ -222,6 +279,16 @@ def volume_shape(volume: Volume) -> tuple[int, int, int]:
     return w, h, d
 
 
+def continuous_index(volume: Volume, points: np.ndarray) -> np.ndarray:
+    """Continuous voxel indices ``[n, 3]`` (x, y, z) of physical points ``[n, 3]`` (mm), through
+    the image's origin, spacing and direction."""
+    geometry = sitk.Image([1, 1, 1], sitk.sitkUInt8)
+    geometry.SetSpacing(volume.spacing)
+    geometry.SetOrigin(volume.origin)
+    geometry.SetDirection(volume.direction)
+    return np.array([geometry.TransformPhysicalPointToContinuousIndex(tuple(map(float, p))) for p in points])
+
+
 def index_box(box: Box3D, volume: Volume, where: str = "box") -> tuple[np.ndarray, np.ndarray]:
     """Inclusive voxel index bounds ``(low[3], high[3])`` (x, y, z order, integers) of a 3D box.
 
@@ -238,11 +305,7 @@ def index_box(box: Box3D, volume: Volume, where: str = "box") -> tuple[np.ndarra
         extent = f"voxel indices 0..{size - 1} (x, y, z)"
         low, high = np.ceil(low - tol), np.floor(high + tol)  # fractional indices: the voxels inside
     else:
-        geometry = sitk.Image([1, 1, 1], sitk.sitkUInt8)
-        geometry.SetSpacing(volume.spacing)
-        geometry.SetOrigin(volume.origin)
-        geometry.SetDirection(volume.direction)
-        corners = np.array([geometry.TransformPhysicalPointToContinuousIndex(tuple(c)) for c in values])
+        corners = continuous_index(volume, values)
         low, high = corners.min(0), corners.max(0)
         inside = (low >= -0.5 - tol).all() and (high <= size - 0.5 + tol).all()
         extent = f"continuous indices {np.round(low, 2)}..{np.round(high, 2)} against -0.5..{size - 0.5}"
@@ -292,6 +355,57 @@ def slice_boxes(prompt: Prompt, volume: Volume, axis: int, where: str = "box") -
     s_dim, x_dim, y_dim = _frame_axes(axis)
     box = [float(low[x_dim]), float(low[y_dim]), float(high[x_dim]), float(high[y_dim])]
     return {s: list(box) for s in range(int(low[s_dim]), int(high[s_dim]) + 1)}
+
+
+def slice_points(prompt: Points, volume: Volume, axis: int, where: str = "points") -> dict[int, list[list[float]]]:
+    """The per-slice points ``{slice index: [[x, y, label], ...]}`` (click order, the slice frame
+    in voxels) of a points prompt. Each point prompts the slice whose centre is nearest; a point
+    outside the image (voxel: past the first or last index; world: past its outer voxel faces) is
+    an error naming ``where``."""
+    if volume.is_video:
+        axis = 0
+    size = np.asarray(volume_shape(volume))
+    tol = 1e-3
+    coords = np.array([p[:3] for p in prompt.points], float)
+    if prompt.space == "voxel":
+        index, low, high = coords, np.zeros(3), size - 1.0
+    else:
+        index, low, high = continuous_index(volume, coords), np.full(3, -0.5), size - 0.5
+    s_dim, x_dim, y_dim = _frame_axes(axis)
+    out: dict[int, list[list[float]]] = {}
+    for i, (point, at) in enumerate(zip(prompt.points, index), start=1):
+        if (at < low - tol).any() or (at > high + tol).any():
+            raise BoxError(
+                f"{where}: point {i} {_shown(point[:3])} ({prompt.space}) lies outside the image "
+                f"(voxel indices {_shown(np.round(at, 2))} against 0..{_shown(size - 1)})"
+            )
+        at = np.clip(at, 0, size - 1)
+        out.setdefault(int(np.floor(at[s_dim] + 0.5)), []).append([float(at[x_dim]), float(at[y_dim]), int(point[3])])
+    return out
+
+
+def _shown(values) -> str:
+    return "[" + ", ".join(f"{float(v):g}" for v in values) + "]"
+
+
+def slice_prompts(
+    prompt: Prompt, volume: Volume, axis: int, where: str = "box"
+) -> tuple[dict[int, list[float]], dict[int, list[list[float]]]]:
+    """The per-slice boxes and points of a prompt other than a propagated box (see
+    :func:`slice_boxes` and :func:`slice_points`)."""
+    if not isinstance(prompt, Points):
+        return slice_boxes(prompt, volume, axis, where), {}
+    boxes = slice_boxes(prompt.box, volume, axis, where) if prompt.box is not None else {}
+    return boxes, slice_points(prompt, volume, axis, where)
+
+
+def prompt_region(boxes: dict[int, list[float]], points: dict, shape: tuple[int, int, int]) -> np.ndarray:
+    """Where a prompt may redraw its target, slice-first ``[N, rows, cols]`` bool: inside the
+    boxes, and the whole of a slice that has points but no box."""
+    region = box_region(boxes, shape)
+    for index in set(points) - set(boxes):
+        region[index] = True
+    return region
 
 
 def box_region(boxes: dict[int, list[float]], shape: tuple[int, int, int]) -> np.ndarray:

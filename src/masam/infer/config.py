@@ -36,7 +36,10 @@ class PredictConfig:
     boxes: str | None = setting(
         None, "box prompts per case, JSON or .csv: boxes on slices {case: {slice: [x0, y0, x1, y1]}}, one 3D box "
         '{case: {"box": [x0, y0, z0, x1, y1, z1], "space": "voxel"|"world"}}, or one box to propagate '
-        '{case: {"slice": S, "box": [x0, y0, x1, y1], "propagate": true}} (docs/usage.md: prompts)', "prompts",
+        '{case: {"slice": S, "box": [x0, y0, x1, y1], "propagate": true}}, or clicks {case: {"points": [[x, y, z, 1], '
+        '[x, y, z, 0]], "space": "voxel"|"world"}} (1 include, 0 exclude; a box may go with them) '
+        "(docs/usage.md: prompts)",
+        "prompts",
     )  # fmt: skip
     boxes_from_labels: str | None = setting(None, "derive one box per slice from the labels in this folder", "prompts")
     batch_size: int = setting(2, "stacks per forward pass", "runtime")

@@ -38,7 +38,7 @@ def model_spec(model) -> dict:
     meta = model.metadata or {}
     # issue 28: a box model averaged with automatic ones gives almost nothing without a box
     prompt = {"prompt": meta.get("prompt", "none"), "box_label": meta.get("box_label")}
-    if prompt["prompt"] == "box":
+    if prompt["prompt"] != "none":  # box, points or box+points (issue 22)
         prompt["unprompted"] = meta.get("prompt_dropout", 0) > 0
     return {"classes": dict(model.config.label_names) or model.config.num_classes, "input": spec, "prompt": prompt}
 

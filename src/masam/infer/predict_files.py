@@ -400,3 +400,17 @@ def _describe_postprocessing(predictor: Predictor, asked: bool, decision_file: P
     kept = [str(c) for c, keep in sorted(predictor.postprocessing.items()) if keep]
     what = f"largest component kept for class(es) {', '.join(kept)}" if kept else "every component kept"
     return f"post-processing: {what} ({decision_file})"
+
+
+def write_result(path: str | os.PathLike, result: Prediction, predictor: Predictor) -> Path:
+    """One label map written as ``masam predict`` writes it (issue 22: the interactive session's
+    save): NIfTI, NRRD or MHA by the name's ending, or a DICOM-SEG (``.dcm``, with the NIfTI map
+    beside it) for a DICOM series input."""
+    path = Path(path)
+    name = path.name
+    if name.lower().endswith(".dcm"):
+        return _Outputs(path.parent, DICOM_SEG, False, False).write(name[:-4], result.volume.source, result, predictor)
+    ending = _ending(path)
+    if not name.lower().endswith(ending):
+        raise OutputError(f"{path}: name a label file ending in {', '.join(VOLUME_SUFFIXES)} or .dcm")
+    return _Outputs(path.parent, ending, False, False).write(name[: -len(ending)], path, result, predictor)

@@ -25,11 +25,12 @@ from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_s
 from ..device import free_cached_memory, is_out_of_memory, resolve_device
 from ..errors import ConfigError, InputError
 from ..model.checkpoint import load_model
+from ..model.correction import decode_rounds
 from ..model.masam import MASAM
 from ..precision import autocast, prepare_for_precision, resolve_inference_precision
 from ..run_folder import find_weights
 from ..spec import SLICES, InputSpec
-from .boxes import Box3D, Prompt, PropagatedBox, SliceBoxes
+from .boxes import Box3D, Points, Prompt, PropagatedBox, SliceBoxes, parse_prompt, slice_prompts
 from .original import predict_original
 from .postprocess import apply_postprocessing
 from .prompted import predict_prompted, prompt_boxes
@@ -169,14 +170,29 @@ class Predictor:
     def _autocast(self):
         return autocast(self.precision, self.device)
 
-    def forward_stacks(self, stacks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
+    @property
+    def click_feedback(self) -> bool:
+        """Whether points are replayed one round at a time with the previous round's prediction as
+        the mask prompt (a model trained with correction rounds, issue 22)."""
+        return int(self.model.metadata.get("click_rounds", 0)) > 1
+
+    def forward_stacks(
+        self, stacks: torch.Tensor, boxes: torch.Tensor | None, points: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Softmax probabilities ``[B, D, K+1, S, S]`` (float32) of stacks ``[B, D, 3, S, S]`` with
-        ``boxes`` ``[B, D, 4]`` in model pixels (NaN rows: no target) or None, halving the batch on OOM."""
+        ``boxes`` ``[B, D, 4]`` in model pixels (NaN rows: no target) or None, and ``points``
+        ``[B, D, N, 3]`` (x, y, label; label -1: none) in model pixels or None, halving the batch on OOM."""
         if self.engine is not None:
+            if points is not None:
+                raise ConfigError("point prompts need the PyTorch model, not another engine")
             return self.engine(stacks, boxes)
         try:
+            boxes_here = None if boxes is None else boxes.to(self.device)
             with torch.no_grad(), self._autocast():
-                logits = self.model(stacks.to(self.device), None if boxes is None else boxes.to(self.device))["logits"]
+                if points is None:
+                    logits = self.model(stacks.to(self.device), boxes_here)["logits"]
+                else:
+                    logits = self._decode_points(stacks.to(self.device), boxes_here, points.to(self.device))
             return torch.softmax(logits.float(), dim=2)
         except RuntimeError as err:  # torch.OutOfMemoryError is one
             if not is_out_of_memory(err) or stacks.shape[0] == 1:
@@ -184,20 +200,33 @@ class Predictor:
             free_cached_memory(self.device)
             half = stacks.shape[0] // 2
             self.batch_size = max(1, half)
-            parts = [
-                (stacks[:half], None if boxes is None else boxes[:half]),
-                (stacks[half:], None if boxes is None else boxes[half:]),
-            ]
-            return torch.cat([self.forward_stacks(s, b) for s, b in parts])
+
+            def part(t, sl):
+                return None if t is None else t[sl]
+
+            halves = (slice(None, half), slice(half, None))
+            return torch.cat([self.forward_stacks(stacks[h], part(boxes, h), part(points, h)) for h in halves])
+
+    def _decode_points(self, stacks: torch.Tensor, boxes: torch.Tensor | None, points: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, D, K+1, S, S]``: the encoder once, then the points' rounds
+        (:func:`masam.model.correction.decode_rounds`)."""
+        b, d = stacks.shape[:2]
+        embeddings = self.model.encode(stacks)
+        flat_boxes = None if boxes is None else boxes.reshape(b * d, 4)
+        logits = decode_rounds(
+            self.model, embeddings, flat_boxes, points.reshape(b * d, *points.shape[2:]), self.box_label,
+            self.click_feedback,
+        )  # fmt: skip
+        return logits.reshape(b, d, *logits.shape[1:])
 
     def slice_probabilities(
-        self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None
+        self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None, points: torch.Tensor | None = None
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Averaged probabilities of each slice, in order: yields ``(index, [K+1, S, S])`` on the
         predictor's device.
 
         ``slices``: ``[N, C, S, S]`` normalised, model-sized; ``boxes``: ``[N, 4]`` in model pixels
-        (NaN rows: no box) or None.
+        (NaN rows: no box) or None; ``points``: ``[N, P, 3]`` in model pixels (label -1: none) or None.
         """
         n = slices.shape[0]
         half = self.slices // 2
@@ -217,7 +246,10 @@ class Predictor:
             if stacks.shape[2] == 1:
                 stacks = stacks.expand(-1, -1, 3, -1, -1)
             stack_boxes = None if boxes is None else boxes[idx]
-            probs = self.forward_stacks(stacks.float(), stack_boxes)
+            if points is None:
+                probs = self.forward_stacks(stacks.float(), stack_boxes)
+            else:
+                probs = self.forward_stacks(stacks.float(), stack_boxes, points[idx])
             for b, centre in enumerate(batch):
                 for pos in range(self.slices):
                     target = centre - half + pos
@@ -233,12 +265,12 @@ class Predictor:
                 next_out += 1
 
     def volume_probabilities(
-        self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None
+        self, slices: torch.Tensor, boxes: torch.Tensor | None = None, progress=None, points: torch.Tensor | None = None
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """As :meth:`slice_probabilities`, through :attr:`probs_fn` (whole volume at once) when one
-        is set and there are no box prompts."""
-        if self.probs_fn is None or boxes is not None:
-            yield from self.slice_probabilities(slices, boxes, progress)
+        is set and there are no prompts."""
+        if self.probs_fn is None or boxes is not None or points is not None:
+            yield from self.slice_probabilities(slices, boxes, progress, points)
             return
         probs = self.probs_fn(slices.to(self.device))
         if progress is not None:
@@ -253,7 +285,7 @@ class Predictor:
     @property
     def segments_unprompted(self) -> bool:
         """Whether the model was trained to segment without a box too (prompt dropout above 0)."""
-        return self.model.metadata.get("prompt", "none") != "box" or self.model.metadata.get("prompt_dropout", 0) > 0
+        return self.model.metadata.get("prompt", "none") == "none" or self.model.metadata.get("prompt_dropout", 0) > 0
 
     def predict(
         self,
@@ -266,10 +298,13 @@ class Predictor:
         return_probabilities: bool = False,
         progress: bool = False,
         where: str = "boxes",
+        points: Points | list | None = None,
     ) -> Prediction:
         """``boxes``: ``{slice_index: [x0, y0, x1, y1]}`` in voxel coordinates of the slice
         (columns, rows) along the chosen slice axis, or a prompt of :mod:`masam.infer.boxes`
         (:class:`SliceBoxes`, :class:`Box3D` in voxel or world coordinates, :class:`PropagatedBox`).
+        ``points``: ``[[x, y, z, label], ...]`` voxel indices (label 1 include, 0 exclude) or a
+        :class:`Points` (voxel or world), in click order, alone or with ``boxes`` (issue 22).
         A model trained with ``--box-label`` gets its class refined inside the prompt and, with
         prompt dropout, its automatic result elsewhere (:func:`masam.infer.prompted.predict_prompted`).
         ``where`` names the prompt's source in errors. A model whose input spec has the original
@@ -281,8 +316,9 @@ class Predictor:
             image = channel_files(image, self.input_spec.channels[: self.channels])
         volume = _as_volume(image, spacing, origin, direction)
         self._check_channels(volume)
-        result = self._predict(volume, boxes, return_probabilities, progress, where)
-        result.warnings[:0] = self._prompt_warnings(boxes is not None)
+        prompt = as_prompt(boxes, points, where)
+        result = self._predict(volume, prompt, return_probabilities, progress, where)
+        result.warnings[:0] = self._prompt_warnings(prompt is not None)
         return result
 
     def _prompt_warnings(self, boxed: bool) -> list[str]:
@@ -295,17 +331,17 @@ class Predictor:
                     "nothing without one"]  # fmt: skip
         return []
 
-    def _predict(self, volume: Volume, boxes, return_probabilities: bool, progress: bool, where: str) -> Prediction:
+    def _predict(self, volume: Volume, prompt, return_probabilities: bool, progress: bool, where: str) -> Prediction:
         if self.input_spec.convention == "original":
-            return self.predict_original_convention(volume, boxes is not None, return_probabilities)
-        if boxes is None:
+            return self.predict_original_convention(volume, prompt is not None, return_probabilities)
+        if prompt is None:
             return self.predict_volume(volume, None, return_probabilities, progress)
-        prompt = boxes
-        if not isinstance(boxes, (SliceBoxes, Box3D, PropagatedBox)):
-            prompt = SliceBoxes({int(k): tuple(b) for k, b in boxes.items()})
         if self.box_label is None:  # the original's protocol: boxes around all foreground, every class kept
-            per_slice = prompt_boxes(self, volume, prompt, where)
-            return self.predict_volume(volume, per_slice, return_probabilities, progress)
+            if isinstance(prompt, PropagatedBox):
+                per_slice, points = prompt_boxes(self, volume, prompt, where), {}
+            else:
+                per_slice, points = slice_prompts(prompt, volume, slice_axis(volume), where)
+            return self.predict_volume(volume, per_slice, return_probabilities, progress, points)
         if return_probabilities:
             raise InputError(f"{where}: no probabilities with box prompts on a --box-label model (one class refined)")
         axis = slice_axis(volume)
@@ -323,14 +359,17 @@ class Predictor:
         boxes: dict[int, list[float]] | None = None,
         return_probabilities: bool = False,
         progress: bool = False,
+        points: dict[int, list[list[float]]] | None = None,
     ) -> Prediction:
         """The whole volume through the model with per-slice ``boxes`` (the slice frame, voxels; no
-        box where a slice has none) or none at all: every class as the model gives it."""
+        box where a slice has none) or none at all, and per-slice ``points`` ``{slice: [[x, y,
+        label], ...]}`` (the slice frame, voxels) or none: every class as the model gives it."""
         size = self.model.image_size
         slices, axis = prepare_image(volume, self.normalization, size)
         n = slices.shape[0]
         rows, cols = to_slices(volume, axis)[0].shape[-2:]
-        box_tensor = _box_tensor(boxes, n, (rows, cols), size) if boxes else None
+        box_tensor = box_tensor_of(boxes, n, (rows, cols), size) if boxes else None
+        point_tensor = point_tensor_of(points, n, (rows, cols), size) if points else None
         labels = np.zeros((n, rows, cols), np.uint8)
         num_out = self.model.config.num_classes + 1
         probabilities = np.zeros((num_out, n, rows, cols), np.float16) if return_probabilities else None
@@ -340,7 +379,7 @@ class Predictor:
 
             stacks = len(stack_centres(n, self.stride, self.slices))
             bar = tqdm(total=stacks, desc=volume.path.name, unit="stack", leave=False)
-        for index, probs in self.volume_probabilities(slices, box_tensor, bar):
+        for index, probs in self.volume_probabilities(slices, box_tensor, bar, point_tensor):
             if (rows, cols) != (size, size):
                 probs = F.interpolate(probs[None], size=(rows, cols), mode="bilinear", align_corners=False)[0]
             labels[index] = probs.argmax(0).to(torch.uint8).cpu().numpy()
@@ -411,7 +450,7 @@ def _as_volume(image, spacing, origin, direction) -> Volume:
     return read_volume(image)
 
 
-def _box_tensor(boxes: dict[int, list[float]], n: int, plane: tuple[int, int], size: int) -> torch.Tensor:
+def box_tensor_of(boxes: dict[int, list[float]], n: int, plane: tuple[int, int], size: int) -> torch.Tensor:
     """Boxes in voxels of the ``(rows, cols)`` slice -> ``[n, 4]`` in model pixels (NaN: no box)."""
     rows, cols = plane
     out = torch.full((n, 4), float("nan"))
@@ -419,3 +458,31 @@ def _box_tensor(boxes: dict[int, list[float]], n: int, plane: tuple[int, int], s
     for index, box in boxes.items():
         out[int(index)] = torch.tensor(box, dtype=torch.float32) * scale
     return out
+
+
+def point_tensor_of(points: dict[int, list[list[float]]], n: int, plane: tuple[int, int], size: int) -> torch.Tensor:
+    """Points ``{slice: [[x, y, label], ...]}`` in voxels of the ``(rows, cols)`` slice -> ``[n, P, 3]``
+    in model pixels (a voxel's centre to the model pixels' centre), label -1 where a slice has fewer."""
+    rows, cols = plane
+    most = max(len(v) for v in points.values())
+    out = torch.full((n, most, 3), -1.0)
+    for index, given in points.items():
+        for j, (x, y, label) in enumerate(given):
+            out[int(index), j] = torch.tensor([(x + 0.5) * size / cols - 0.5, (y + 0.5) * size / rows - 0.5, label])
+    return out
+
+
+def as_prompt(boxes, points, where: str) -> Prompt | None:
+    """One prompt of :meth:`Predictor.predict`'s ``boxes`` and ``points``."""
+    box = boxes
+    if boxes is not None and not isinstance(boxes, (SliceBoxes, Box3D, PropagatedBox, Points)):
+        box = SliceBoxes({int(k): tuple(b) for k, b in boxes.items()})
+    if points is None:
+        return box
+    if not isinstance(points, Points):
+        points = parse_prompt({"points": [list(p) for p in points]}, where)
+    if box is None:
+        return points
+    if isinstance(box, (Points, PropagatedBox)) or points.box is not None:
+        raise InputError(f"{where}: give points with boxes on slices or one 3D box, and that box once")
+    return Points(points.points, points.space, box)

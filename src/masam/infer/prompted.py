@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from ..data.io import Volume, slice_axis
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from .boxes import (
-    Box3D,
     Prompt,
     PropagatedBox,
-    SliceBoxes,
     box_region,
     grow_box,
     mask_box,
+    prompt_region,
     propagate_from_slice,
     slice_boxes,
+    slice_prompts,
 )
 
 if TYPE_CHECKING:
@@ -119,7 +119,8 @@ def predict_prompted(
 
     ``automatic``: the model's prediction without prompts (computed when None; pass an array of
     zeros for a model trained only with boxes, so that the result is the prompted target alone).
-    Slice boxes and 3D boxes run the whole-volume prediction with those boxes; a propagated box
+    Slice boxes, 3D boxes and points run the whole-volume prediction with them (a slice with points
+    and no box is redrawn whole, :func:`masam.infer.boxes.prompt_region`); a propagated box
     walks from its slice (:func:`propagate_from_slice`). The target is then redrawn inside the
     boxes (:func:`merge_prompted`)."""
     axis = slice_axis(volume)  # the predictor's own choice (0 for video)
@@ -127,10 +128,10 @@ def predict_prompted(
         automatic = predictor.predict_volume(volume).labels
     first = to_slices(volume, axis)[0]
     shape = (first.shape[0], *first.shape[-2:])
-    if isinstance(prompt, (SliceBoxes, Box3D)):
-        boxes = slice_boxes(prompt, volume, axis, where)
-        prompted = predictor.predict_volume(volume, boxes).labels == label
-        region = box_region(boxes, shape)
+    if not isinstance(prompt, PropagatedBox):
+        boxes, points = slice_prompts(prompt, volume, axis, where)
+        prompted = predictor.predict_volume(volume, boxes or None, points=points or None).labels == label
+        region = prompt_region(boxes, points, shape)
     else:
         mask, grown = propagate(predictor, volume, prompt, label, margin, where)
         region = box_region(grown, shape)

@@ -294,7 +294,7 @@ def _onnx_members(runs: list[Path], header: dict, checkpoint: str | None, folder
     members, graphs = {}, []
     for run in runs:
         model = load_model(sam, find_weights(run))
-        boxes = (model.metadata or {}).get("prompt") == "box"
+        boxes = (model.metadata or {}).get("prompt") in ("box", "box+points")  # points: not in the graphs
         out = folder / "onnx" / run.name
         out.mkdir(parents=True)
         for path in export_graphs(model, out, boxes=boxes):

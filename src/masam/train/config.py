@@ -72,7 +72,10 @@ class TrainConfig:
     scale: float = model_setting("scale")
     adapter_kernel: int = model_setting("adapter_kernel")
     fact_dropout: float = model_setting("fact_dropout")
-    prompt: str = setting("none", "prompt-free, or one box per slice", "model", choices=("none", "box"))
+    prompt: str = setting(
+        "none", "prompt-free, one box per slice, clicks (points), or boxes corrected with clicks (box+points)",
+        "model", choices=("none", "box", "points", "box+points"),
+    )  # fmt: skip
     # issue 14: which class the boxes are drawn around, and prompt dropout (one model, automatic and prompted)
     box_label: int | None = setting(
         None, "with --prompt box: the class whose boxes are drawn", "model",
@@ -89,6 +92,11 @@ class TrainConfig:
     box_empty: float = setting(
         0.0, "with --prompt box: share of samples without the target that get another sample's box, so the "
         "model learns to find nothing in a box where there is nothing", "model",
+    )  # fmt: skip
+    # issue 22: training with simulated clicks, SAM's iterative correction
+    click_rounds: int = setting(
+        3, "with --prompt points or box+points: decoder rounds per stack on one encoding; each round after the "
+        "first adds a click at the largest error and gets the last prediction as the mask prompt", "model",
     )  # fmt: skip
     # optimisation
     batch_size: int = setting(24, "stacks per step and process", "optimisation")
@@ -255,11 +263,14 @@ def resolve_train_config(given: dict[str, Any], preset: str | None = None) -> Tr
 
 
 def check_prompt_settings(config: TrainConfig) -> None:
-    """``--box-label``, ``--prompt-dropout``, ``--box-3d`` and ``--box-empty`` need ``--prompt box``
-    and sensible values (issue 14)."""
-    box_only = (config.box_label is not None, config.prompt_dropout > 0, config.box_3d > 0, config.box_empty > 0)
-    if config.prompt != "box" and any(box_only):
-        raise ConfigError("--box-label, --prompt-dropout, --box-3d and --box-empty need --prompt box")
+    """``--box-label`` and ``--prompt-dropout`` need a prompt, ``--box-3d`` and ``--box-empty`` a box
+    (issue 14), ``--click-rounds`` a round at least (issue 22); and sensible values."""
+    if config.prompt == "none" and (config.box_label is not None or config.prompt_dropout > 0):
+        raise ConfigError("--box-label and --prompt-dropout need --prompt box, points or box+points")
+    if "box" not in config.prompt and (config.box_3d > 0 or config.box_empty > 0):
+        raise ConfigError("--box-3d and --box-empty need --prompt box or box+points")
+    if "points" in config.prompt and config.click_rounds < 1:
+        raise ConfigError(f"--click-rounds must be 1 or more, got {config.click_rounds}")
     if not 0.0 <= config.prompt_dropout < 1.0:
         raise ConfigError(f"--prompt-dropout must be at least 0 and below 1, got {config.prompt_dropout}")
     for flag, share in (("--box-3d", config.box_3d), ("--box-empty", config.box_empty)):

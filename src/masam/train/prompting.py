@@ -18,12 +18,14 @@ from .config import TrainConfig
 
 def prompt_metadata(config: TrainConfig) -> dict:
     """What prediction needs to know of the run's prompts, stored in the model's metadata:
-    ``prompt`` ("none" or "box"), ``box_label`` (None: boxes around all foreground),
+    ``prompt`` ("none", "box", "points" or "box+points"), ``box_label`` (None: boxes around all foreground),
     ``prompt_dropout`` (above 0: the model also segments without a prompt) and ``box_3d`` and
-    ``box_empty`` (the shares of samples trained with a stack's 3D box, and with a box around nothing)."""
+    ``box_empty`` (the shares of samples trained with a stack's 3D box, and with a box around nothing),
+    ``click_rounds`` (issue 22: above 1, points are replayed as correction rounds at prediction)."""
     return {
         "prompt": config.prompt, "box_label": config.box_label, "prompt_dropout": config.prompt_dropout,
         "box_3d": config.box_3d, "box_empty": config.box_empty,
+        "click_rounds": config.click_rounds if "points" in config.prompt else 0,
     }  # fmt: skip
 
 

@@ -60,6 +60,7 @@ from ..model.sam_format import reinit_decoder_head
 from ..precision import MIXED, PRECISIONS, allow_tf32, resolve_training_precision
 from ..run_folder import SPLITS, CacheFolder, RunFolder
 from ..threads import loader_workers
+from .clicks import SimulatedClicks
 from .config import TrainConfig
 from .feedback import start_summary, validation_line
 from .losses import segmentation_loss
@@ -147,13 +148,21 @@ def training_loss(
     include_background: bool = True,
     reduce_sums=None,
     prompted: torch.Tensor | None = None,
+    clicks=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, CE, Dice) of one micro-batch: the forward pass under autocast to ``dtype`` (None:
     float32), the loss in float32. ``image`` ``[B, D, 3, S, S]``, ``label`` ``[B, D, S, S]``;
-    ``prompted`` ``[B]`` bool: samples that keep their boxes (None: all)."""
+    ``prompted`` ``[B]`` bool: samples that keep their prompts (None: all); ``clicks``: simulated
+    clicks (:class:`masam.train.clicks.SimulatedClicks`), whose every round is in the loss (the
+    mean over the rounds)."""
     with torch.autocast(image.device.type, dtype=dtype, enabled=dtype is not None):
-        out = net(image, boxes) if prompted is None else net(image, boxes, prompted)
-    return segmentation_loss(out["logits"].float(), label, dice_weight, include_background, reduce_sums)
+        if clicks is not None:
+            out = net(image, boxes, prompted, clicks)
+        else:
+            out = net(image, boxes) if prompted is None else net(image, boxes, prompted)
+    rounds = out.get("rounds") or [out["logits"]]
+    losses = [segmentation_loss(r.float(), label, dice_weight, include_background, reduce_sums) for r in rounds]
+    return tuple(torch.stack(parts).mean() for parts in zip(*losses, strict=True))
 
 
 class Trainer:
@@ -465,23 +474,40 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
     def _batch_boxes(self, label: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(boxes ``[B, D, 4]`` around class ``box_label``, which samples keep them ``[B]``) or
-        (None, None) without box prompts."""
-        if self.cfg.prompt != "box":
+        """(boxes ``[B, D, 4]`` around class ``box_label`` or None without box prompts, which samples
+        keep their prompts ``[B]`` or None without prompt dropout)."""
+        if self.cfg.prompt == "none":
             return None, None
-        # seeded by (seed, step, process, micro-batch): a resumed run draws the same jitter and dropout
-        key = [self.cfg.seed, self.step, self.ddp_rank, self.pending]
-        box_gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-        target = box_target(label, self.cfg.box_label)
-        boxes = boxes_for_training(target, box_gen, self.cfg.box_jitter)
-        if self.cfg.box_per == "stack":
-            boxes = boxes[:, :1].expand_as(boxes).contiguous()  # slice 0's box for the stack (dataset_bbox.py:91-108)
-        if self.cfg.box_3d:
-            boxes = with_stack_boxes(boxes, target, self.cfg.box_3d, self.cfg.box_jitter, box_gen)
-        if self.cfg.box_empty:
-            boxes = with_empty_boxes(boxes, target, self.cfg.box_empty, self.cfg.box_jitter, box_gen)
+        box_gen = self._prompt_generator()
+        boxes = None
+        if "box" in self.cfg.prompt:
+            target = box_target(label, self.cfg.box_label)
+            boxes = boxes_for_training(target, box_gen, self.cfg.box_jitter)
+            if self.cfg.box_per == "stack":  # slice 0's box for the stack (dataset_bbox.py:91-108)
+                boxes = boxes[:, :1].expand_as(boxes).contiguous()
+            if self.cfg.box_3d:
+                boxes = with_stack_boxes(boxes, target, self.cfg.box_3d, self.cfg.box_jitter, box_gen)
+            if self.cfg.box_empty:
+                boxes = with_empty_boxes(boxes, target, self.cfg.box_empty, self.cfg.box_jitter, box_gen)
+            boxes = boxes.to(self.device)
         prompted = prompt_keep(label.shape[0], self.cfg.prompt_dropout, box_gen) if self.cfg.prompt_dropout else None
-        return boxes.to(self.device), None if prompted is None else prompted.to(self.device)
+        return boxes, None if prompted is None else prompted.to(self.device)
+
+    def _prompt_generator(self, stream: int = 0) -> torch.Generator:
+        """Seeded by (seed, step, process, micro-batch, stream): a resumed run draws the same jitter,
+        dropout and clicks."""
+        key = [self.cfg.seed, self.step, self.ddp_rank, self.pending, *([stream] if stream else [])]
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+
+    def _batch_clicks(self, label: torch.Tensor, prompted: torch.Tensor | None) -> SimulatedClicks | None:
+        """Issue 22: the simulated clicks of ``--prompt points`` and ``box+points`` (None otherwise)."""
+        if "points" not in self.cfg.prompt:
+            return None
+        rng = np.random.default_rng(int(self._prompt_generator(stream=1).initial_seed()))
+        target = box_target(label, self.cfg.box_label).bool()
+        return SimulatedClicks(
+            target, self.cfg.click_rounds, self.cfg.box_label, prompted, self.cfg.prompt == "points", rng
+        )
 
     def _forward_backward(self, batch: dict, last_in_step: bool) -> tuple[torch.Tensor, ...]:
         """Loss of one micro-batch and its backward pass, the host allocator switched explicitly
@@ -490,12 +516,13 @@ class Trainer:
         image = batch["image"].to(self.device, non_blocking=True)
         label = batch["label"].to(self.device, non_blocking=True)
         boxes, prompted = self._batch_boxes(batch["label"])
+        clicks = self._batch_clicks(batch["label"], prompted)
         sync = self.distributed and not last_in_step
         with self.net.no_sync() if sync else contextlib.nullcontext():
             configure_allocator(self.host_memory[0])
             losses = training_loss(
                 self.net, image, label, boxes, self.dtype, cfg.dice_weight, cfg.include_background, self.reduce_sums,
-                prompted,
+                prompted, clicks,
             )
             configure_allocator(self.host_memory[1])
             if not torch.isfinite(losses[0]):
