@@ -14,7 +14,7 @@ from pathlib import Path
 
 from masam.cli import main
 from masam.demo import write_phantom_dataset
-from masam.train.crossval import postprocess_runs
+from masam.infer.postprocess import postprocess_runs
 
 
 def _dice(root: Path, dataset: Path, name: str) -> float:

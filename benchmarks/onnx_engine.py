@@ -22,7 +22,7 @@ from results_file import write_result  # the sibling module in benchmarks/
 import masam
 from masam.data import read_volume
 from masam.infer import Predictor
-from masam.infer.predictor import find_weights
+from masam.run_folder import find_weights
 from masam.share.onnx_export import ENCODER, OnnxEngine, export_graphs
 
 

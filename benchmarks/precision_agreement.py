@@ -22,7 +22,7 @@ from masam.data import read_label, read_volume, slice_axis
 from masam.eval import dice
 from masam.infer import Predictor
 from masam.infer.boxes import SliceBoxes
-from masam.infer.run import boxes_from_labels
+from masam.infer.predict_files import boxes_from_labels
 from masam.precision import cpu_has_native_bf16
 
 

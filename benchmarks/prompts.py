@@ -40,7 +40,7 @@ from masam.data import read_label, read_volume, slice_axis
 from masam.data.slices import labels_to_slices
 from masam.eval import dice
 from masam.infer.boxes import Box3D, Prompt, PropagatedBox, SliceBoxes, mask_box, volume_shape
-from masam.infer.run import boxes_from_labels
+from masam.infer.predict_files import boxes_from_labels
 
 MODES = ("automatic", "slice_boxes", "box_3d", "propagate")
 JITTERS = (0.0, 0.1, 0.2)

@@ -119,7 +119,8 @@ def test_the_readme_demo_section_states_no_dice_that_could_drift():
     """Issue 28: the README's demo figures disagreed with what the demo printed. The section says
     where the figures are (the last line, metrics.json) and states none of its own."""
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Demo") : text.index("## Install and test")]
+    start = text.index("## Demo")
+    section = text[start : text.index("\n## ", start)]
     assert "`mean Dice: 0.xxxx`" in section and "metrics.json" in section
     assert not re.search(r"Dice\W+(is\W+)?\**0\.\d", section.replace("0.xxxx", "")), "a Dice figure in the README"
     assert "reaches 0." not in text[: text.index("## Demo")]

@@ -9,7 +9,7 @@ import torch
 import masam.precision as precision_module
 from masam.infer import Predictor
 from masam.precision import autocast, cpu_flags, cpu_has_native_bf16, prepare_for_precision, resolve_inference_precision
-from tests.model.test_model import tiny_ct_model
+from tests.model.helpers import tiny_ct_model
 
 AMD_ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n\n"
 SKYLAKE = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"

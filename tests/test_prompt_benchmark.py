@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from masam.data import load_dataset, read_label, read_volume, slice_axis
 from masam.demo import phantom_case
 from masam.infer.boxes import Box3D, PropagatedBox, SliceBoxes, read_boxes_file, slice_boxes
-from masam.infer.run import boxes_from_labels
+from masam.infer.predict_files import boxes_from_labels
 from tests.conftest import ROOT, SHARED, require_shared
 
 

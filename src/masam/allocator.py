@@ -23,7 +23,7 @@ explicitly in its step, around the forward pass and around backward:
 what the forward pass allocates and keeps for backward is what fragments the heap, so
 ``"lean-forward"`` is lean while the forward pass builds the graph and reuses in backward, whose
 blocks are short-lived. Measured on one vit_b step (``benchmarks/results/training_step.json``
-and the README's Speed and memory): without checkpointing 8.5 GiB (reuse), 6.3 GiB (lean-forward);
+and the README's key figures): without checkpointing 8.5 GiB (reuse), 6.3 GiB (lean-forward);
 with checkpointing 3.4 GiB in 35 s (reuse), 3.3 GiB (lean-forward), 2.2 GiB in 45-52 s (lean,
 whose fresh pages cost 20-24 s of system time on the project's virtual machine).
 

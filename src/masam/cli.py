@@ -14,11 +14,13 @@ from pathlib import Path
 
 from ._version import __version__
 from .allocator import allocator_policy
-from .data.config import CheckConfig, PrepareConfig, PreprocessConfig, label_map_from_text
+from .data.config import CheckConfig, PrepareConfig, PreprocessConfig
+from .data.labels import label_map_from_text
 from .demo import DemoConfig
 from .errors import InputError, MasamError
 from .eval.config import EvaluateConfig, ReportConfig
-from .infer.config import EnsembleConfig, PostprocessConfig, PredictConfig
+from .infer.config import EnsembleConfig, PredictConfig
+from .infer.postprocess import PostprocessConfig
 from .model.config import ConvertConfig, ParamsConfig
 from .options import add_settings, given_settings, settings_from
 from .share.config import ExportConfig, InstallConfig
@@ -55,7 +57,7 @@ def _cmd_params(args: argparse.Namespace) -> None:
 
 def _cmd_preprocess(args: argparse.Namespace) -> None:
     from .data import load_dataset, preprocess_dataset
-    from .data.prepare import merged_names
+    from .data.labels import merged_names
     from .data.preprocess import dataset_normalization
 
     c = _settings(PreprocessConfig, args)
@@ -72,7 +74,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .infer.run import load_predictor, predict_inputs
+    from .infer.predict_files import load_predictor, predict_inputs
     from .infer.shard import gather, process_group, rank_device
     from .share import resolved_models
     from .share.onnx_export import onnx_engine
@@ -121,7 +123,7 @@ def _names(names: list[str], most: int = 5) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .eval import evaluate_folders, format_table, write_results
-    from .infer.run import stored_class_names
+    from .infer.predict_files import stored_class_names
 
     c = _settings(EvaluateConfig, args)
     label_map = label_map_from_text(c.merge_labels)
@@ -188,11 +190,11 @@ def _cmd_ensemble(args: argparse.Namespace) -> None:
 
 
 def _cmd_postprocess(args: argparse.Namespace) -> None:
-    from .infer.run import model_paths
-    from .train.crossval import postprocess_runs
+    from .infer.postprocess import postprocess_runs
+    from .run_folder import runs_in
 
     c = _settings(PostprocessConfig, args)
-    result = postprocess_runs(model_paths(list(c.model)))
+    result = postprocess_runs([run.path for given in c.model for run in runs_in(given)])
     for run, value in result["folds"].items():
         print(f"fold {run}: validation mean Dice {value:.4f}")
     cv = result["cross_validation"]
@@ -202,7 +204,7 @@ def _cmd_postprocess(args: argparse.Namespace) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from .eval.report import report_folders
-    from .infer.run import stored_class_names
+    from .infer.predict_files import stored_class_names
 
     c = _settings(ReportConfig, args)
     names = _class_names(c.dataset_json) if c.dataset_json else stored_class_names(c.pred, c.run)

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from .errors import MasamError
 from .options import setting
+from .run_folder import RunFolder
 
 LABELS = {"background": 0, "liver": 1, "kidney": 2, "spine": 3}
 SPACING = (1.2, 1.2, 3.0)  # x, y, z in mm
@@ -117,7 +118,7 @@ def _check_output(out: Path) -> None:
     """The demo replaces only a folder it wrote itself (or an empty one)."""
     if out.exists() and not out.is_dir():
         raise MasamError(f"{out}: is a file; choose another demo output folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "run" / "config.json").is_file():
+    if out.is_dir() and any(out.iterdir()) and not RunFolder(out / "run").config_file.is_file():
         raise MasamError(f"{out}: exists but holds no masam demo; choose another demo output folder")
 
 
@@ -134,8 +135,7 @@ def _staging(out: Path) -> Path:
 def _swap_in(staging: Path, out: Path) -> None:
     """Put the finished demo in place of the old one: two renames, the old folder removed after.
     The run's config.json and the metrics name the final folder, not the staging one."""
-    for name in ("run/config.json", "metrics.json"):
-        path = staging / name
+    for path in (RunFolder(staging / "run").config_file, staging / "metrics.json"):
         if path.is_file():
             path.write_text(path.read_text().replace(json.dumps(str(staging))[1:-1], json.dumps(str(out))[1:-1]))
     old = out.parent / f".{out.name}.old"
@@ -150,8 +150,8 @@ def _swap_in(staging: Path, out: Path) -> None:
 
 def _predict_and_evaluate(out: Path, dataset: Path, device: str) -> tuple[dict, Path, Path]:
     from .eval import evaluate_folders, write_results
+    from .infer.predict_files import predict_inputs
     from .infer.predictor import Predictor
-    from .infer.run import predict_inputs
 
     print("[3/4] predicting the held-out cases")
     predictor = Predictor.from_files(out / "run", batch_size=8, device=device)
@@ -214,7 +214,7 @@ def _demo_steps(out: Path, iterations: int, train_cases: int, test_cases: int, s
     report = _write_html_report(out, dataset, results)
     lines = [
         format_table(results),
-        f"\nmodel:       {out / 'run' / 'model_best.safetensors'}",
+        f"\nmodel:       {RunFolder(out / 'run').best_model}",
         f"predictions: {out / 'predictions'} (NIfTI with the input geometry)",
         f"overlays:    {out / 'predictions' / 'overlays'}",
         f"metrics:     {json_path} and {csv_path}",

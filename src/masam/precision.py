@@ -1,9 +1,15 @@
 """The numeric precisions masam computes in, by name, and the autocast dtype of each (None: float32
 without autocast). Shared by prediction, training and the command line.
 
-``"auto"`` is not a precision of its own: :func:`resolve_precision` turns it into bf16 where the
-hardware computes bf16 dot products natively (a CPU with avx512_bf16 or AMX, a CUDA GPU that
-supports bf16) and into fp32 elsewhere, where bf16 would only be emulated and slower.
+Two names that are not precisions of their own, each with one meaning:
+
+* ``"auto"`` (prediction, the default of ``masam predict`` and of ``Predictor``): the fastest
+  precision that keeps the answer, :func:`resolve_inference_precision`: bf16 where the hardware
+  computes bf16 dot products natively (a CPU with avx512_bf16 or AMX, a CUDA GPU that supports
+  bf16), fp32 elsewhere, where bf16 would only be emulated and slower.
+* ``"mixed"`` (training, the paper preset's): the original's mixed precision,
+  :func:`resolve_training_precision`: fp16 with TF32 on CUDA, fp32 on the CPU. ``masam train``
+  still takes ``auto`` for it (run folders written before issue 25 store that name).
 """
 
 from __future__ import annotations
@@ -20,11 +26,16 @@ from .errors import ConfigError
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """A precision name for ``device``: ``auto`` (the original's mixed precision, issue 12) is fp16
-    on CUDA, bf16 on a CUDA GPU without fast fp16 (compute capability below 5.3) that has bf16,
-    and fp32 on the CPU (or where neither is available); any other name is returned as given."""
-    if name != "auto":
+# Training's names of the original's mixed precision: "mixed", and "auto" as run folders before issue 25 say.
+MIXED = ("mixed", "auto")
+
+
+def resolve_training_precision(name: str, device: torch.device) -> str:
+    """A precision name for training on ``device``: ``mixed`` (the original's mixed precision,
+    issue 12; also spelt ``auto``, :data:`MIXED`) is fp16 on CUDA, bf16 on a CUDA GPU without fast
+    fp16 (compute capability below 5.3) that has bf16, and fp32 on the CPU (or where neither is
+    available); any other name is returned as given."""
+    if name not in MIXED:
         return name
     if device.type != "cuda":
         return "fp32"
@@ -66,8 +77,8 @@ def cpu_has_native_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
 
 
 def resolve_inference_precision(name: str, device: str | torch.device = "cpu") -> str:
-    """A precision name for prediction on ``device`` (issue 17; training's ``auto`` is
-    :func:`resolve_precision`): ``"auto"`` becomes ``"bf16"`` where bf16 is native (see the
+    """A precision name for prediction on ``device`` (issue 17; training's ``mixed`` is
+    :func:`resolve_training_precision`): ``"auto"`` becomes ``"bf16"`` where bf16 is native (see the
     module docstring) and ``"fp32"`` elsewhere; the other names are returned unchanged. Raises
     ConfigError (a ValueError) for an unknown name."""
     if name not in PRECISION_CHOICES:

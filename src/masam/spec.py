@@ -16,6 +16,10 @@ MODALITIES = ("CT", "MRI", "RGB")
 # resizing through torch. "original": the original MA-SAM code's orientation, per-stack min-max and
 # scipy cubic resizing (files written or converted from that code).
 CONVENTIONS = ("masam", "original")
+# The model's default in-plane input size (the paper's) and slices per stack: the one place they
+# are written (ModelConfig, the command-line settings and InputSpec take them from here).
+IMAGE_SIZE = 512
+SLICES = 5
 # issue 24: the in-plane orientation of the slices the network sees, for models masam trains:
 # "masam" (SimpleITK's [y, x]) or "original" (turned 180°; video frames anti-transposed), as the
 # original's loader and test.py give them (the paper presets)
@@ -41,8 +45,8 @@ class InputSpec:
     modality: str | None = None
     channels: tuple[str, ...] = ()
     normalization: tuple[dict[str, Any], ...] = ()
-    slices: int = 5
-    image_size: int = 512
+    slices: int = SLICES
+    image_size: int = IMAGE_SIZE
     convention: str = "masam"
     intensity: dict[str, Any] | None = None
     orientation: str = "masam"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import masam.data.preprocess as preprocess_module
-from masam.data import DatasetError, Normalization, StackDataset, load_dataset, preprocess_dataset, split_cases
+from masam.data import Normalization, StackDataset, preprocess_dataset
+from masam.data.dataset import DatasetError, load_dataset, split_cases
 from tests.data.helpers import make_dataset, make_video_dataset
 
 

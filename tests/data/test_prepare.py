@@ -12,26 +12,15 @@ from masam.cli import main
 from masam.data import load_dataset
 from masam.data.dataset import DatasetError, split_cases
 from masam.data.io import read_label, read_volume
+from masam.data.labels import merge_labels
 from masam.data.prepare import (
     ENDOVIS_COLOURS,
     colour_to_index,
-    merge_labels,
-    parse_label_map,
     prepare_btcv,
     prepare_endovis,
     prepare_prostate,
 )
 from tests.data.helpers import make_btcv_raw, make_endovis_raw, make_prostate_raw, write_volume
-
-
-def test_merge_labels_and_its_text_form():
-    array = np.array([[0, 12, 13], [13, 5, 14]], np.uint8)
-    assert merge_labels(array, {13: 12}).tolist() == [[0, 12, 12], [12, 5, 14]]
-    assert merge_labels(array, {13: 12, 14: 0, 20: 1}).tolist() == [[0, 12, 12], [12, 5, 0]]
-    assert merge_labels(array, {}).dtype == np.uint8 and merge_labels(array, {13: 12}).dtype == np.uint8
-    assert parse_label_map("13:12, 14:0") == {13: 12, 14: 0}
-    with pytest.raises(ValueError, match="expected FROM:TO"):
-        parse_label_map("13-12")
 
 
 def _btcv(root, ids=("0001", "0002", "0035", "0040")):

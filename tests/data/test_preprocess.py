@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from masam.data import ImageReadError, Normalization, load_dataset, preprocess_dataset
+from masam.data import ImageReadError, Normalization, load_dataset
+from masam.data.preprocess import preprocess_dataset
 from tests.data.helpers import make_dataset, write_volume
 
 

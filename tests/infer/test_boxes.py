@@ -22,7 +22,7 @@ from masam.infer.boxes import (
     read_boxes_file,
     slice_boxes,
 )
-from masam.infer.run import boxes_from_labels
+from masam.infer.predict_files import boxes_from_labels
 
 
 def rotation_z(degrees: float) -> np.ndarray:

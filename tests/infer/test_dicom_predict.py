@@ -16,10 +16,10 @@ from masam.cli import main
 from masam.data.dicom import find_series
 from masam.data.normalize import Normalization, spec_for
 from masam.infer import Predictor
+from masam.infer.predict_files import find_inputs, predict_inputs
 from masam.infer.predictor import Prediction
-from masam.infer.run import find_inputs, predict_inputs
 from tests.conftest import SHARED, require_shared
-from tests.model.test_model import randomise
+from tests.model.helpers import randomise
 
 DICOM = SHARED / "data" / "dicom"
 LABELS = {"background": 0, "liver": 1, "lesion": 2}

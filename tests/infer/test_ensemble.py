@@ -15,16 +15,16 @@ from masam.infer import Predictor
 from masam.infer.ensemble import (
     EnsembleError,
     average_probabilities,
-    check_compatible,
     ensemble_folders,
     ensemble_probability_files,
     mean_probs_fn,
     model_spec,
     read_probabilities,
+    refuse_incompatible,
     volume_probs_fn,
 )
 from masam.model import ModelConfig
-from tests.model.test_model import randomise
+from tests.model.helpers import randomise
 
 GEOMETRY = {"spacing": (0.8, 0.8, 2.5), "origin": (-10.0, 5.0, 30.0), "direction": (1, 0, 0, 0, -1, 0, 0, 0, 1)}
 
@@ -61,7 +61,7 @@ def test_two_models_ensemble_is_the_mean_of_their_probabilities():
     ours = mean_probs_fn([fa, fb])(slices)
     assert torch.allclose(ours, (pa + pb) / 2, atol=1e-6)
     assert torch.allclose(ours.sum(1), torch.ones(6, 64, 64), atol=1e-5)
-    check_compatible({"a": model_spec(a), "b": model_spec(b)})
+    refuse_incompatible({"a": model_spec(a), "b": model_spec(b)})
 
 
 def spec_only(num_classes=2, modality="CT", **kw):
@@ -74,16 +74,16 @@ def spec_only(num_classes=2, modality="CT", **kw):
 def test_incompatible_models_are_a_clear_error():
     a, b = spec_only(), spec_only(num_classes=3)
     with pytest.raises(EnsembleError, match=r"^runB: classes 3 differ from runA's 2"):
-        check_compatible({"runA": model_spec(a), "runB": model_spec(b)})
+        refuse_incompatible({"runA": model_spec(a), "runB": model_spec(b)})
     c = spec_only(modality="MRI")
     with pytest.raises(EnsembleError, match=r"runC: input .*MRI.* differ from runA's .*CT"):
-        check_compatible({"runA": model_spec(a), "runC": model_spec(c)})
+        refuse_incompatible({"runA": model_spec(a), "runC": model_spec(c)})
     with pytest.raises(EnsembleError, match=r"runD: input .*\"slices\": 3"):
-        check_compatible({"runA": model_spec(a), "runD": model_spec(spec_only(slices=3))})
+        refuse_incompatible({"runA": model_spec(a), "runD": model_spec(spec_only(slices=3))})
     named = spec_only(label_names={"background": 0, "liver": 1, "spleen": 2})
     renamed = spec_only(label_names={"background": 0, "liver": 1, "kidney": 2})
     with pytest.raises(EnsembleError, match=r"runF: classes .*kidney"):
-        check_compatible({"runE": model_spec(named), "runF": model_spec(renamed)})
+        refuse_incompatible({"runE": model_spec(named), "runF": model_spec(renamed)})
 
 
 def test_probability_files_ensemble_equals_the_mean(tmp_path):

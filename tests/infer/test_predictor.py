@@ -14,10 +14,10 @@ import masam
 from masam.cli import main
 from masam.data import Normalization, read_volume
 from masam.infer import Predictor, stack_centres
-from masam.infer.run import boxes_from_labels, predict_inputs
+from masam.infer.predict_files import boxes_from_labels, predict_inputs
 from tests.conftest import SHARED, require_shared
 from tests.data.helpers import make_video_dataset, phantom, write_volume
-from tests.model.test_model import tiny_ct_model
+from tests.model.helpers import tiny_ct_model
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_predictions_keep_the_input_geometry(model, relative, tmp_path):
     assert probs["probabilities"].dtype == np.float16 and probs["probabilities"].shape == (3, *labels.shape)
     # float16 storage may turn a near-tie the other way on a few voxels
     assert (probs["probabilities"].astype(np.float32).argmax(0) == labels).mean() > 0.999
-    # overlays are the report's drawings (infer/drawing.py): the largest slice per class and 3 evenly spaced
+    # overlays are the report's drawings (eval/drawing.py): the largest slice per class and 3 evenly spaced
     drawings = sorted((tmp_path / "overlays").glob("*.png"))
     assert 3 <= len(drawings) <= 3 + 2 and all(plt_image.imread(p).shape[2] in (3, 4) for p in drawings)
 

@@ -17,7 +17,7 @@ from masam.infer import Predictor, prompted
 from masam.infer.boxes import Box3D, PropagatedBox, box_region, slice_boxes
 from masam.infer.prompted import merge_prompted, model_slice_predictor, model_slice_probabilities, predict_prompted
 from tests.data.helpers import phantom
-from tests.model.test_model import tiny_ct_model
+from tests.model.helpers import tiny_ct_model
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from masam.data import Normalization, read_volume
 from masam.infer.shard import distributed_part, select_part
 from tests.conftest import ROOT
 from tests.data.helpers import phantom, write_volume
-from tests.model.test_model import randomise
+from tests.model.helpers import randomise
 
 
 def test_parts_follow_nnunet_sorted_every_kth():

@@ -13,10 +13,10 @@ import torch
 from masam.data import Volume, read_volume
 from masam.infer import Predictor
 from masam.infer.boxes import Box3D
-from masam.interactive import Session
+from masam.interactive.session import Session
 from tests.data.helpers import phantom
 from tests.infer.test_boxes import rotation_z
-from tests.model.test_model import tiny_ct_model
+from tests.model.helpers import tiny_ct_model
 
 SHAPE = (7, 40, 48)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from masam.model.correction import decode_rounds, mask_prompt
-from tests.model.test_model import randomise, tiny
+from tests.model.helpers import randomise, tiny
 
 
 def model_and_embeddings(n: int = 6, num_classes: int = 2):

@@ -14,6 +14,7 @@ from masam.cli import main
 from masam.model.masam_format import read_header
 from masam.model.sam_format import base_fingerprint, read_torch_file
 from masam.share.archive import verify_archive
+from masam.share.export import shared_settings
 from tests.conftest import official_sam_state
 from tests.share.helpers import make_runs, make_sam
 
@@ -132,3 +133,15 @@ def test_a_name_that_is_no_folder_name_is_refused_before_writing(runs, tmp_path,
     assert main(["export", str(folder), "-o", str(tmp_path / "m.zip"), "--name", "my model/v2"]) == 1
     assert "model name 'my model/v2' is not usable as a folder name" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_shared_settings_leave_the_machine_out_and_name_files_only():
+    config = {
+        "train": {"dataset": "/data/me/Dataset001", "sam_checkpoint": "/ckpt/sam_vit_b.pth", "output": "/runs/x",
+                  "workers": 4, "device": "cuda", "lr": 8e-4, "rank": 32},
+        "model": {"arch": "vit_b"},
+    }  # fmt: skip
+    assert shared_settings(config) == {
+        "train": {"dataset": "Dataset001", "sam_checkpoint": "sam_vit_b.pth", "lr": 8e-4, "rank": 32},
+        "model": {"arch": "vit_b"},
+    }

@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from masam.cli import main
-from masam.share import install_archive, models_folder
+from masam.share.install import install_archive, models_folder
 from tests.share.helpers import make_runs, make_sam
 
 

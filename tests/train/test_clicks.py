@@ -13,7 +13,7 @@ import torch
 
 from masam.model.correction import mask_prompt
 from masam.train.clicks import FIRST_CLICK_DEPTH, SimulatedClicks, correction_click, first_click
-from tests.model.test_model import randomise, tiny
+from tests.model.helpers import randomise, tiny
 
 
 def brute_depth(region: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from masam.cli import main
 from masam.data.dicom import read_series
 from masam.data.io import write_label
 from masam.data.normalize import Normalization, spec_for
-from masam.infer.run import find_inputs
+from masam.infer.predict_files import find_inputs
 from tests.conftest import SHARED, require_shared
 from tests.data.helpers import make_dataset
 

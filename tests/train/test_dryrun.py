@@ -7,6 +7,8 @@ import dataclasses
 
 from masam.cli import main
 from masam.train import TrainConfig
+from masam.train.config import resolve_train_config
+from masam.train.dryrun import setting_sources
 
 # the original's values (train.py, trainer.py, dataset.py; docs/fidelity.md), as --dry-run shows them
 ORIGINAL_BTCV = {
@@ -17,7 +19,7 @@ ORIGINAL_BTCV = {
     "epochs": "400",  # train.py:25, max_iterations = max_epochs x len(trainloader)
     "stop_epoch": "300",  # train.py:26
     "batch_size": "24",  # 3 per GPU x 8 GPUs, train.py:21-22
-    "precision": "auto",  # fp16 + GradScaler + TF32 on CUDA, train.py:44-59
+    "precision": "mixed",  # fp16 + GradScaler + TF32 on CUDA, train.py:44-59
     "device": "auto",
     "snapshot_every": "20",  # trainer.py:122
     "augment_policy": "original",  # RandomGenerator, dataset.py:317-333
@@ -36,6 +38,7 @@ ORIGINAL_BTCV = {
     "ct_window": "-200.0 250.0",  # test.py:120-124, dataset.py:373-378
     "stack_minmax": "on",  # dataset.py:378: every stack scaled by its own range
     "orientation": "original",  # the stacks as util_script_btcv.py:49-52 stores them
+    "mri_rule": "percentile",  # util_script_prostateMRI.py:71-75 (issue 27: masam's own recipe differs)
 }
 # the original's values that are masam's defaults too
 DEFAULTS = ("device", "augment", "include_background", "fact_dropout")
@@ -85,3 +88,12 @@ def test_dry_run_shows_an_option_given_over_the_preset(tmp_path, capsys):
     rows = _settings(capsys.readouterr().out)
     assert rows["lr"] == ("0.0001", "given") and rows["warmup"] == ("250", "preset paper")
     assert rows["predict_with"] == ("epoch:160", "given")
+
+
+def test_each_setting_names_the_layer_it_came_from():
+    given = {"dataset": "d", "output": "o", "arch": "vit_tiny", "lr": 1e-3}
+    sources = setting_sources(resolve_train_config(given, "scratch"), given, "scratch")
+    assert sources["lr"] == "given" and sources["arch"] == "given"
+    assert sources["rank"] == "preset scratch" and sources["warmup"] == "preset scratch"
+    assert sources["mri_rule"] == "default" and sources["weight_decay"] == "default"
+

@@ -14,7 +14,7 @@ from masam.demo import _train_config
 from masam.train import PRESETS
 from masam.train.schedule import lr_at
 from tests.data.helpers import make_dataset
-from tests.train.test_training import TINY, assert_same, trained
+from tests.train.helpers import TINY, assert_same, trained
 
 BASE = ["--iterations", "9", "--batch-size", "2", "--val-every", "1"]
 

@@ -13,8 +13,9 @@ from scipy import ndimage
 
 from masam.cli import main
 from masam.demo import write_phantom_dataset
-from masam.infer.postprocess import POSTPROCESSING_FILE, keep_largest_component
-from masam.infer.run import load_predictor
+from masam.infer.postprocess import keep_largest_component
+from masam.infer.predict_files import load_predictor
+from masam.run_folder import POSTPROCESSING as POSTPROCESSING_FILE
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ import masam.train.trainer
 from masam.cli import main
 from masam.data.prepare import prepare_btcv
 from masam.errors import ConfigError, MissingFileError
-from masam.infer.predictor import find_weights
 from masam.model.checkpoint import load_model
-from masam.precision import resolve_precision
+from masam.precision import resolve_training_precision
+from masam.run_folder import find_weights
 from masam.train import TrainConfig, Trainer
 from masam.train.config import PRESETS, resolve_train_config
 from tests.conftest import official_sam_state
@@ -33,7 +33,7 @@ def test_btcv_preset_trains_on_every_case_without_validation_keeps_snapshots_and
     assert main([*args, "--batch-size", "4", "--epochs", "2", "--stop-epoch", "2", "--snapshot-every", "1"]) == 0
     train = json.loads((run / "config.json").read_text())["train"]
     assert (train["val_fraction"], train["val_every"], train["predict_with"]) == (0.0, 0, "last")
-    assert train["precision"] == "auto" and train["reinit_head"] and train["merge_labels"] == "13:12"
+    assert train["precision"] == "mixed" and train["reinit_head"] and train["merge_labels"] == "13:12"
     plan = json.loads((run / "cache" / "plan.json").read_text())
     assert plan["cases"] == ["btcv_0001", "btcv_0002"]  # every training case: nothing held out
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -73,8 +73,9 @@ def test_auto_precision_is_fp16_on_cuda_bf16_without_fp16_and_fp32_on_the_cpu(
 ):
     monkeypatch.setattr(masam.precision.torch.cuda, "get_device_capability", lambda d=None: capability)
     monkeypatch.setattr(masam.precision.torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    assert resolve_precision("auto", torch.device(device)) == expected
-    assert resolve_precision("bf16", torch.device(device)) == "bf16"  # an explicit choice stays
+    for name in ("mixed", "auto"):  # auto: the old name, as run folders before issue 25 store it
+        assert resolve_training_precision(name, torch.device(device)) == expected
+    assert resolve_training_precision("bf16", torch.device(device)) == "bf16"  # an explicit choice stays
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_device_auto_is_the_default_and_gives_the_originals_mixed_precision_on_a
     """Issue 24: without --device, a preset run on a machine with a GPU trains on it in fp16 with
     a GradScaler and TF32 (the original's train.py:44-59), and on the CPU where there is none."""
     config = resolve_train_config({"dataset": "d", "output": str(tmp_path), "arch": "vit_tiny"}, "btcv")
-    assert config.device == "auto" and config.precision == "auto"
+    assert config.device == "auto" and config.precision == "mixed"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     trainer = Trainer(config, progress=False)
     trainer._setup_processes()

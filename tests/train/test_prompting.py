@@ -9,7 +9,7 @@ import torch
 
 from masam.train.prompting import box_target, forward_with_prompts, prompt_keep
 from masam.train.trainer import boxes_for_training, with_empty_boxes, with_stack_boxes
-from tests.model.test_model import randomise, tiny
+from tests.model.helpers import randomise, tiny
 
 
 def test_boxes_for_one_class_surround_that_class_only():

@@ -18,8 +18,8 @@ from masam.data import Normalization
 from masam.infer import Predictor
 from tests.conftest import ROOT
 from tests.data.helpers import make_dataset
-from tests.model.test_model import randomise
-from tests.train.test_training import TINY, assert_same, trained
+from tests.model.helpers import randomise
+from tests.train.helpers import TINY, assert_same, trained
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..options import setting
+from ..spec import IMAGE_SIZE
 
 
 def modality_setting():
@@ -40,17 +41,6 @@ def merge_labels_setting(group: str = "data"):
     )
 
 
-def label_map_from_text(text: str | None) -> dict[int, int]:
-    """``--merge-labels`` text -> ``{from: to}`` (empty when not given); a bad map is a ConfigError."""
-    from ..errors import ConfigError
-    from .prepare import parse_label_map
-
-    try:
-        return parse_label_map(text) if text else {}
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
 PREPARE_DATASETS = ("btcv", "prostate", "endovis", "pancreas")
 
 
@@ -71,17 +61,13 @@ class PrepareConfig:
     )  # fmt: skip
 
 
-def image_size_setting(group: str = "model"):
-    return setting(512, "model input size, a multiple of 16", group)
-
-
 @dataclass
 class PreprocessConfig:
     """``masam preprocess``: read, normalise and resize a dataset once into a cache folder."""
 
     dataset: str = setting(help="dataset folder in the nnU-Net raw layout", group="data", short="-d")
     output: str = setting(help="cache folder to write", group="data", short="-o")
-    image_size: int = image_size_setting("data")
+    image_size: int = setting(IMAGE_SIZE, "model input size, a multiple of 16 (the model's)", "data")
     modality: str | None = modality_setting()
     ct_window: tuple[float, float] = ct_window_setting()
     mri_percentile: float = mri_percentile_setting()

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..spec import SLICES
+
 # dataset.py:19-21 and test.py:24-26 (BTCV); dataset_bbox.py:20-22 (the box-prompted tumour task)
 ORIGINAL_CT = {"window": (-200.0, 250.0), "mean": 50.21997497685108, "std": 68.47153712416372}
 ORIGINAL_CT_BOX = {"window": (-50.0, 200.0), "mean": 30.52402855024227, "std": 64.07289127027198}
@@ -101,7 +103,7 @@ def zoom_back(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return ndimage.zoom(probs, (1.0, shape[0] / s_h, shape[1] / s_w, 1.0), order=3)
 
 
-def original_stack(windowed: np.ndarray, centre: int, image_size: int, slices: int = 5) -> np.ndarray:
+def original_stack(windowed: np.ndarray, centre: int, image_size: int, slices: int = SLICES) -> np.ndarray:
     """The model input for the stack centred on ``centre``: ``[slices, S, S]`` float32 in the
     original's orientation, min-max scaled and resized. ``windowed``: ``[z, y, x]`` from
     :func:`window_ct`. End slices are repeated past the volume (util_script_btcv.py:43)."""
@@ -111,7 +113,7 @@ def original_stack(windowed: np.ndarray, centre: int, image_size: int, slices: i
     return np.ascontiguousarray(zoom_stack(stack, image_size), dtype=np.float32)
 
 
-def prepare_original(volume: np.ndarray, image_size: int, slices: int = 5, **ct) -> np.ndarray:
+def prepare_original(volume: np.ndarray, image_size: int, slices: int = SLICES, **ct) -> np.ndarray:
     """Every stack of a CT ``[z, y, x]`` (HU): ``[z, slices, S, S]`` float32. ``ct``: ``window``,
     ``mean``, ``std`` (default :data:`ORIGINAL_CT`). Holds all stacks: for small volumes and tests;
     the predictor builds them a batch at a time with :func:`original_stack`."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from ..run_folder import CacheFolder
+from ..spec import SLICES
 from .augment import StackAugmenter
 from .convention import turn_original
 from .normalize import scale_stacks
@@ -33,14 +34,15 @@ class StackDataset(TorchDataset):
         self,
         cache: str | os.PathLike,
         cases: list[str] | None = None,
-        slices: int = 5,
+        slices: int = SLICES,
         augment: StackAugmenter | None = None,
         seed: int = 0,
         stack_minmax: bool = False,
         orientation: str = "masam",
     ) -> None:
-        self.cache = Path(cache)
-        plan = json.loads((self.cache / "plan.json").read_text())
+        folder = CacheFolder(cache)
+        self.cache = folder.path
+        plan = json.loads(folder.plan_file.read_text())
         self.cases = list(cases) if cases is not None else plan["cases"]
         self.slices = slices
         self.augment = augment
@@ -48,8 +50,8 @@ class StackDataset(TorchDataset):
         self.stack_minmax = stack_minmax  # each stack scaled by its own range before augmentation (the original's)
         self.orientation = orientation  # "original": the network sees the original's orientation (issue 24)
         self.epoch = 0
-        self.images = [np.load(self.cache / f"{c}_image.npy", mmap_mode="r") for c in self.cases]
-        self.labels = [np.load(self.cache / f"{c}_label.npy", mmap_mode="r") for c in self.cases]
+        self.images = [np.load(folder.image(c), mmap_mode="r") for c in self.cases]
+        self.labels = [np.load(folder.label(c), mmap_mode="r") for c in self.cases]
         self.index = [(i, s) for i, image in enumerate(self.images) for s in range(image.shape[0])]
 
     def set_epoch(self, epoch: int) -> None:

@@ -21,7 +21,9 @@ import SimpleITK as sitk
 from PIL import Image
 
 from ..fileio import atomic_path
+from ..run_folder import SPLITS
 from .dataset import DatasetError
+from .labels import merge_labels, merged_names
 from .splits import write_splits
 
 # preprocessing/util_script_btcv.py:77 and dataset_split.md:2
@@ -61,35 +63,6 @@ ENDOVIS_COLOURS = {
 ENDOVIS_TEST_OFFSET = 20  # Test/seq_N becomes case 00(N+20): util_script_endovis18.py:50-53, test 0021-0024
 # MSD Task07 Pancreas (dataset.json of the Medical Segmentation Decathlon)
 PANCREAS_LABELS = {"background": 0, "pancreas": 1, "cancer": 2}
-
-
-def merge_labels(array: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
-    """Label values replaced by ``mapping`` (others unchanged), e.g. ``{13: 12}``; same shape and dtype."""
-    if not mapping:
-        return array
-    top = max(int(array.max(initial=0)), *mapping) + 1
-    table = np.arange(top, dtype=np.int64)
-    for src, dst in mapping.items():
-        table[int(src)] = int(dst)
-    return table[array].astype(array.dtype)
-
-
-def parse_label_map(text: str) -> dict[int, int]:
-    """``"13:12,14:0"`` -> ``{13: 12, 14: 0}`` (the form of ``--merge-labels``)."""
-    mapping = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        match = re.fullmatch(r"(\d+)\s*:\s*(\d+)", part)
-        if match is None:
-            raise ValueError(f"label merge {part!r}: expected FROM:TO with non-negative integers, e.g. 13:12")
-        mapping[int(match[1])] = int(match[2])
-    return mapping
-
-
-def merged_names(labels: dict[str, int], mapping: dict[int, int], names: dict[int, str] | None = None):
-    """``dataset.json`` labels after a merge: values merged away disappear; ``names`` renames."""
-    by_value = {v: k for k, v in labels.items() if v not in mapping}
-    by_value.update(names or {})
-    return {name: value for value, name in sorted(by_value.items())}
 
 
 def _write_label(array: np.ndarray, reference: sitk.Image, path: Path) -> None:
@@ -298,7 +271,7 @@ def prepare_pancreas(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     meta["numTraining"] = len(names)
     with atomic_path(dst / "dataset.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1))
-    write_splits(dst / "splits_final.json", [{"train": f["train"], "val": f["val"]} for f in folds])
+    write_splits(dst / SPLITS, [{"train": f["train"], "val": f["val"]} for f in folds])
     with atomic_path(dst / "splits_original.json") as tmp:
         tmp.write_text(json.dumps(folds, indent=1))
     return dst

@@ -24,11 +24,12 @@ import torch
 
 from ..errors import ConfigError, DatasetError
 from ..fileio import atomic_path
+from ..run_folder import CacheFolder
 from .channels import read_channels
 from .dataset import Case, Dataset, check_label_values
 from .io import read_label
+from .labels import merge_labels
 from .normalize import ChannelNormalization, Normalization
-from .prepare import merge_labels
 from .slices import labels_to_slices, prepare_image, resize_slices
 
 
@@ -82,9 +83,10 @@ def preprocess_case(
         "is_video": image.is_video,
         "num_slices": int(slices.shape[0]),
     }
-    _write_npy(cache / f"{case.name}_image.npy", slices.numpy().astype(CACHE_DTYPE))
-    _write_npy(cache / f"{case.name}_label.npy", label_slices.numpy().astype(np.uint8))
-    with atomic_path(cache / f"{case.name}.json") as tmp:
+    folder = CacheFolder(cache)
+    _write_npy(folder.image(case.name), slices.numpy().astype(CACHE_DTYPE))
+    _write_npy(folder.label(case.name), label_slices.numpy().astype(np.uint8))
+    with atomic_path(folder.record(case.name)) as tmp:
         tmp.write_text(json.dumps(info, indent=1))
     return info
 
@@ -113,7 +115,7 @@ def cache_plan(
 
 def check_cache(cache: str | os.PathLike, plan: dict, cases: list[str]) -> None:
     """Refuse (:class:`DatasetError`, one line) a cache written under another plan or missing cases."""
-    path = Path(cache) / "plan.json"
+    path = CacheFolder(cache).plan_file
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -145,15 +147,13 @@ def preprocess_dataset(
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     plan = cache_plan(dataset, image_size, normalization, label_map)
-    plan_path = cache / "plan.json"
+    plan_path = CacheFolder(cache).plan_file
     old = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     same_plan = old is not None and {k: old.get(k) for k in plan} == json.loads(json.dumps(plan))
     done = set(old.get("cases", [])) if same_plan else set()
 
     def complete(case: Case) -> bool:
-        return case.name in done and all(
-            (cache / f"{case.name}{s}").is_file() for s in ("_image.npy", "_label.npy", ".json")
-        )
+        return case.name in done and all(p.is_file() for p in CacheFolder(cache).case_files(case.name))
 
     todo = [case for case in dataset.training if not complete(case)]
     args = (dataset.labels, normalization, image_size, cache, label_map)

@@ -6,11 +6,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..spec import SLICES
 from .io import Volume, slice_axis
 from .normalize import ChannelNormalization, Normalization
 
 
-def stack_indices(num_slices: int, centre: int, slices: int = 5) -> np.ndarray:
+def stack_indices(num_slices: int, centre: int, slices: int = SLICES) -> np.ndarray:
     """Indices of the ``slices`` slices centred on ``centre``, ends repeated: ``[slices]``."""
     half = slices // 2
     return np.clip(np.arange(centre - half, centre - half + slices), 0, num_slices - 1)

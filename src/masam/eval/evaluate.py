@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.io import read_label, read_volume, scan_cases
-from ..data.prepare import merge_labels
+from ..data.labels import merge_labels
 from ..errors import ImageReadError, MissingFileError
 from ..fileio import atomic_path
 from .metrics import case_metrics

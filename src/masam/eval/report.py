@@ -2,7 +2,7 @@
 
 Every image is a PNG embedded as a ``data:`` URI; the page has no script, no external file and no
 network access, so it opens offline in any browser and can be mailed as one file. Slices are drawn
-as radiology viewers show them (see :mod:`masam.infer.drawing`): axial, anterior up, the patient's
+as radiology viewers show them (see :mod:`masam.eval.drawing`): axial, anterior up, the patient's
 right on the image's left. Each case shows its worst slice per class (lowest 2D Dice among the
 slices where the prediction or the reference has the class) and evenly spaced slices through the
 structures, with the reference as a white band and the prediction in the class colour.
@@ -27,7 +27,8 @@ from PIL import Image
 from ..data.io import VOLUME_SUFFIXES, read_label, read_volume, strip_suffix
 from ..errors import InputError, OutputError
 from ..fileio import atomic_path
-from ..infer.drawing import REFERENCE_COLOUR, class_colour, volume_panels
+from ..run_folder import RunFolder
+from .drawing import REFERENCE_COLOUR, class_colour, volume_panels
 from .evaluate import METRICS
 
 METRIC_TITLES = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD"}
@@ -94,7 +95,7 @@ def _figure_png(figure: Figure) -> bytes:
 def case_panels(
     case: ReportCase, classes: Mapping[int, str], width: int = 288, evenly: int = 3
 ) -> list[tuple[bytes, str]]:
-    """PNG drawings of the chosen slices of one case (:func:`masam.infer.drawing.volume_panels`),
+    """PNG drawings of the chosen slices of one case (:func:`masam.eval.drawing.volume_panels`),
     each with its caption."""
     volume = read_volume(case.image)
     pred = read_label(case.prediction, volume).array
@@ -207,7 +208,7 @@ def case_section(case: ReportCase, row: dict | None, classes: Mapping[int, str],
 
 def training_section(run_dir: Path) -> str:
     """The run's ``progress.png`` (written by training, or by ``masam.train.progress.plot_progress``)."""
-    curves = run_dir / "progress.png"
+    curves = RunFolder(run_dir).progress_file
     if not curves.is_file():
         return (f"<p class='note'>{html.escape(str(curves))} does not exist: training writes it at every "
                 "validation; plot it from log.jsonl with masam.train.progress.plot_progress.</p>")  # fmt: skip

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..options import setting
 from ..precision import PRECISION_CHOICES
+from ..spec import IMAGE_SIZE
 from .predictor import PREDICTION_MODES
 
 
@@ -29,13 +30,15 @@ class PredictConfig:
     save_probabilities: bool = setting(False, "also write CASE_probabilities.npz (float16)", "files")
     overlays: bool = setting(False, "write PNG slices with class contours to OUTPUT/overlays", "files")
     image_size: int | None = setting(
-        None, "model input size of an original MA-SAM file (masam files store theirs)", "files", default_text="512"
+        None, "model input size of an original MA-SAM file (masam files store theirs)", "files",
+        default_text=str(IMAGE_SIZE),
     )
     boxes: str | None = setting(
         None, "box prompts per case, JSON or .csv: boxes on slices {case: {slice: [x0, y0, x1, y1]}}, one 3D box "
         '{case: {"box": [x0, y0, z0, x1, y1, z1], "space": "voxel"|"world"}}, or one box to propagate '
         '{case: {"slice": S, "box": [x0, y0, x1, y1], "propagate": true}}, or clicks {case: {"points": [[x, y, z, 1], '
-        '[x, y, z, 0]], "space": "voxel"|"world"}} (1 include, 0 exclude; a box may go with them) (README: prompts)',
+        '[x, y, z, 0]], "space": "voxel"|"world"}} (1 include, 0 exclude; a box may go with them) '
+        "(docs/usage.md: prompts)",
         "prompts",
     )  # fmt: skip
     boxes_from_labels: str | None = setting(None, "derive one box per slice from the labels in this folder", "prompts")
@@ -88,13 +91,3 @@ class EnsembleConfig:
     output: str = setting(help="output folder", group="files", short="-o")
     file_ending: str = setting(".nii.gz", "extension of the label maps written", "files")
     save_probabilities: bool = setting(False, "also write the averaged CASE_probabilities.npz", "files")
-
-
-@dataclass
-class PostprocessConfig:
-    """``masam postprocess``: keep-largest-component decided per class on the folds' validation/."""
-
-    model: list[str] = setting(
-        help="the fold run folders (each with validation/ from masam train --fold), or their parent folder",
-        group="files", short="-m",
-    )  # fmt: skip

@@ -43,7 +43,7 @@ def model_spec(model) -> dict:
     return {"classes": dict(model.config.label_names) or model.config.num_classes, "input": spec, "prompt": prompt}
 
 
-def check_compatible(specs: Mapping[str, dict]) -> None:
+def refuse_incompatible(specs: Mapping[str, dict]) -> None:
     """Raise :class:`EnsembleError` unless every model's spec (``{"classes": ..., "input": {...}}``,
     e.g. from :func:`model_spec`) equals the first one's. Keys of ``specs`` name the models."""
     if len(specs) < 1:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.convention import ORIGINAL_CT, original_stack, restore_original, window_ct
+from ..spec import SLICES
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -24,7 +25,7 @@ def predict_original(
     volume: np.ndarray,
     image_size: int,
     *,
-    slices: int = 5,
+    slices: int = SLICES,
     batch_size: int = 1,
     window: tuple[float, float] = ORIGINAL_CT["window"],
     mean: float = ORIGINAL_CT["mean"],

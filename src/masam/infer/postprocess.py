@@ -1,4 +1,5 @@
-"""Connected-component post-processing, chosen per class on cross-validation results.
+"""Connected-component post-processing, in one place: its settings (``masam postprocess``), the
+decision on the folds' validation predictions, its file, and its application to a label map.
 
 ``keep_largest_component`` sets to background every component of a class but its largest
 (26-connectivity in 3D, 8 in 2D: voxels touching by a corner are one component, as in MONAI's
@@ -8,7 +9,10 @@ rule (``determine_postprocessing``). Removing voxels of one class only ever turn
 background, so the classes do not interact and each is decided on the raw predictions.
 
 The decision is stored as JSON beside the model (:func:`write_postprocessing`), e.g.
-``{"keep_largest_component": {"1": true, "2": false}, "mean_dice": {...}}``.
+``{"keep_largest_component": {"1": true, "2": false}, "mean_dice": {...}}``. Cross-validation over
+fold runs (issue 16, :func:`postprocess_runs`): the folds' kept validation predictions
+(``RUN/validation/``, written by ``masam train --fold F``) scored against the dataset's labels, the
+decision taken on all of them and stored in every fold run, where ``masam predict`` finds it.
 """
 
 from __future__ import annotations
@@ -16,15 +20,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
+from ..data.dataset import load_dataset
+from ..errors import InputError
 from ..eval.metrics import dice
 from ..fileio import atomic_path
-
-POSTPROCESSING_FILE = "postprocessing.json"
+from ..options import setting
+from ..run_folder import RunFolder
 
 
 class PostprocessingError(ValueError):
@@ -72,7 +80,11 @@ def choose_postprocessing(
 ) -> dict[int, bool]:
     """``{class: keep largest component?}``: True only where it strictly raises the class's mean Dice
     over the cases (the validation predictions of all folds against their references)."""
-    gains = postprocessing_gains(pred_arrays, ref_arrays, classes)
+    return decision_from_gains(postprocessing_gains(pred_arrays, ref_arrays, classes))
+
+
+def decision_from_gains(gains: Mapping[int, Mapping[str, float]]) -> dict[int, bool]:
+    """The rule: keep the largest component of a class only where that strictly raises its mean Dice."""
     return {c: g["after"] > g["before"] for c, g in gains.items()}
 
 
@@ -109,3 +121,73 @@ def read_postprocessing(path: str | os.PathLike) -> dict[int, bool]:
         raise PostprocessingError(
             f"{path}: expected {{'keep_largest_component': {{'CLASS': true|false, ...}}}}"
         ) from None
+
+
+@dataclass
+class PostprocessConfig:
+    """``masam postprocess``: keep-largest-component decided per class on the folds' validation/."""
+
+    model: list[str] = setting(
+        help="the fold run folders (each with validation/ from masam train --fold), or their parent folder",
+        group="files", short="-m",
+    )  # fmt: skip
+
+
+LABEL_ENDING = ".nii.gz"
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    except RuntimeError as err:
+        raise InputError(f"{path}: cannot read the label map: {err}") from None
+
+
+def fold_validation(run_dir: str | os.PathLike) -> tuple[list[str], list[np.ndarray], list[np.ndarray], dict]:
+    """``(case names, predictions, references, labels)`` of one fold run: its ``validation/`` label
+    maps and the dataset's (named in ``config.json``) reference labels; ``labels``: ``{name: value}``."""
+    run = RunFolder(run_dir)
+    dataset_dir = run.train_settings().get("dataset")
+    if not dataset_dir:
+        raise InputError(f"{run.config_file}: names no dataset")
+    dataset = load_dataset(dataset_dir)
+    refs = {c.name: c.label for c in dataset.training}
+    preds = sorted(run.validation_dir.glob(f"*{LABEL_ENDING}"))
+    if not preds:
+        raise InputError(f"{run.validation_dir}: no validation predictions (train with --fold)")
+    names = [p.name[: -len(LABEL_ENDING)] for p in preds]
+    missing = [n for n in names if n not in refs]
+    if missing:
+        raise InputError(f"{run.path}: validation cases not in the dataset: {missing[:5]}")
+    return names, [_read(p) for p in preds], [_read(refs[n]) for n in names], dataset.labels
+
+
+def mean_dice(preds: list[np.ndarray], refs: list[np.ndarray], classes: list[int]) -> float:
+    """Mean over cases and classes of the 3D Dice (a class absent from both counts 1)."""
+    return float(np.mean([dice(p == c, r == c) for p, r in zip(preds, refs) for c in classes]))
+
+
+def postprocess_runs(run_dirs: list[str | os.PathLike]) -> dict:
+    """Decide keep-largest-component per class on all folds' validation predictions, write
+    ``postprocessing.json`` into every run and return ``{"folds": {run: mean Dice}, "cross_validation":
+    {"before": d, "after": d}, "keep_largest_component": {class: bool}, "per_class": gains}``."""
+    folds, all_preds, all_refs, labels = {}, [], [], {}
+    for run in run_dirs:
+        _, preds, refs, labels = fold_validation(run)
+        classes = sorted(v for v in labels.values() if v > 0)
+        folds[str(run)] = mean_dice(preds, refs, classes)
+        all_preds += preds
+        all_refs += refs
+    classes = sorted(v for v in labels.values() if v > 0)
+    gains = postprocessing_gains(all_preds, all_refs, classes)
+    decision = decision_from_gains(gains)
+    for run in run_dirs:
+        write_postprocessing(RunFolder(run).postprocessing_file, decision, gains)
+    after = [max(g["after"], g["before"]) for g in gains.values()]
+    return {
+        "folds": folds,
+        "cross_validation": {"before": float(np.mean([g["before"] for g in gains.values()])),
+                             "after": float(np.mean(after))},
+        "keep_largest_component": decision,
+        "per_class": gains,
+    }  # fmt: skip

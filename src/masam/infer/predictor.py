@@ -7,7 +7,6 @@ of probabilities, not the whole volume.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,12 +23,13 @@ from ..data.io import Volume, read_volume, slice_axis
 from ..data.normalize import ChannelNormalization, Normalization, normalization_from_spec, scale_stacks
 from ..data.slices import labels_from_slices, prepare_image, stack_indices, to_slices
 from ..device import free_cached_memory, is_out_of_memory, resolve_device
-from ..errors import ConfigError, InputError, MissingFileError
+from ..errors import ConfigError, InputError
 from ..model.checkpoint import load_model
 from ..model.correction import decode_rounds
 from ..model.masam import MASAM
 from ..precision import autocast, prepare_for_precision, resolve_inference_precision
-from ..spec import InputSpec
+from ..run_folder import find_weights
+from ..spec import SLICES, InputSpec
 from .boxes import Box3D, Points, Prompt, PropagatedBox, SliceBoxes, parse_prompt, slice_prompts
 from .original import predict_original
 from .postprocess import apply_postprocessing
@@ -62,32 +62,7 @@ class Prediction:
         )
 
 
-def find_weights(model_path: str | os.PathLike) -> Path:
-    """A weights file, or the model a run folder designates: the last one where its
-    ``config.json`` says ``predict_with: last`` (the paper preset), the snapshot
-    ``model_epoch_N.safetensors`` where it says ``epoch:N`` (issue 24), else the best (else last)."""
-    path = Path(model_path)
-    if path.is_dir():
-        for name in _run_models(path):
-            if (path / name).is_file():
-                return path / name
-        raise MissingFileError(f"{path}: a run folder without {' or '.join(_run_models(path))}")
-    return path
-
-
-def _run_models(run: Path) -> tuple[str, ...]:
-    try:
-        designated = json.loads((run / "config.json").read_text())["train"].get("predict_with", "best")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        designated = "best"
-    if designated == "last":
-        return ("model_last.safetensors",)
-    if isinstance(designated, str) and designated.startswith("epoch:"):
-        return (f"model_epoch_{designated.partition(':')[2]}.safetensors",)
-    return ("model_best.safetensors", "model_last.safetensors")
-
-
-def stack_centres(num_slices: int, stride: int = 1, slices: int = 5) -> list[int]:
+def stack_centres(num_slices: int, stride: int = 1, slices: int = SLICES) -> list[int]:
     """Centres of the stacks that cover a volume.
 
     ``stride`` 1 is the paper's: every slice is the centre of a stack, with the end slices repeated
@@ -131,7 +106,7 @@ class Predictor:
         *,
         batch_size: int = 2,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
+        precision: str = "auto",
         stride: int = 1,
     ) -> None:
         self.device = resolve_device(device)
@@ -143,13 +118,13 @@ class Predictor:
         self.batch_size = max(1, batch_size)
         self.stride = stride
         self.slices = model.config.slices
-        # issue 16: set by masam.infer.run.load_predictor. probs_fn: normalised slices [S, C, s, s] ->
+        # issue 16: set by masam.infer.predict_files.load_predictor. probs_fn: normalised slices [S, C, s, s] ->
         # probabilities [S, K+1, s, s] (an ensemble, mirroring) used for prompt-free volumes;
         # postprocessing: {class: keep largest component?} applied to the label map.
         self.probs_fn = None
         self.postprocessing: dict[int, bool] | None = None
         self.model_name = "masam"  # for DICOM-SEG headers; from_files names the weights file
-        # issue 28: what masam.infer.run.load_predictor put together, one line each (models used,
+        # issue 28: what masam.infer.predict_files.load_predictor put together, one line each (models used,
         # post-processing), printed before any work; and how many models are averaged
         self.description: list[str] = []
         self.ensemble_size = 1
@@ -169,7 +144,7 @@ class Predictor:
         **kwargs,
     ) -> Predictor:
         """``modality`` replaces the model's (its stored window and percentile are kept);
-        ``image_size``: the input size of an original MA-SAM file (default 512)."""
+        ``image_size``: the input size of an original MA-SAM file (default: ModelConfig's)."""
         sizes = {"image_size": image_size} if image_size is not None else {}
         model = load_model(sam_checkpoint, find_weights(model_path), device=device, **sizes)
         norm = normalization_from_spec(model_input_spec(model), modality) if modality is not None else None

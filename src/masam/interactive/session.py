@@ -407,7 +407,7 @@ class Session:
     def save(self, path: str | os.PathLike):
         """Write :meth:`result` as ``masam predict`` writes (NIfTI, NRRD, MHA by the ending; a
         DICOM-SEG for ``.dcm`` when the input was a DICOM series); the input's geometry is kept."""
-        from ..infer.run import write_result
+        from ..infer.predict_files import write_result
 
         return write_result(path, self.prediction(), self.predictor)
 

@@ -16,7 +16,8 @@ import torch
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError
 from ..spec import InputSpec
-from .build import ARCHS, ModelConfig, build_model
+from .build import build_model
+from .config import ARCHS, ModelConfig, model_default, refuse_unknown_settings
 from .masam import MASAM
 from .masam_format import header_input_spec, is_safetensors, load_own_tensors, read_weights, save_weights
 from .original_format import convert_original_state, is_original_masam
@@ -32,16 +33,13 @@ from .sam_format import (
 
 __all__ = [
     "CheckpointError",
-    "check_sam_checkpoint",
+    "sam_checkpoint_arch",
     "convert_original",
     "load_model",
     "read_torch_file",
     "read_weights",
     "save_weights",
 ]
-
-_FRESH_OPTIONS = {"fact_dropout", "adapter_kernel", "slices", "label_names", "adapter_width"}
-
 
 class _Sam:
     """A SAM checkpoint read once: its path, tensors and arch (all None without one). Also a SAM
@@ -63,7 +61,7 @@ class _Sam:
         return load_sam_weights(model, self.state, self.path)
 
 
-def check_sam_checkpoint(path: str | os.PathLike, arch: str | None = None) -> str:
+def sam_checkpoint_arch(path: str | os.PathLike, arch: str | None = None) -> str:
     """The arch of the SAM checkpoint at ``path``; :class:`CheckpointError` (one line) when it is
     not a readable SAM checkpoint or holds another arch than ``arch``."""
     return _Sam(path, arch).arch
@@ -74,18 +72,17 @@ def _refuse_other_arch(path, held: str, asked: str | None) -> None:
         raise CheckpointError(f"{path}: holds a {held} model, but arch {asked} was asked for")
 
 
-def _fresh_model(sam: _Sam, arch: str | None, num_classes: int | None, sizes: dict, options: dict) -> MASAM:
+def _fresh_model(sam: _Sam, arch: str | None, num_classes: int | None, settings: dict) -> MASAM:
     """A new model: SAM's weights with fresh FacT and adapters, or all random without SAM."""
     if sam.state is None:
         if arch is None or num_classes is None:
             raise ConfigError("without a SAM checkpoint or weights, give arch and num_classes")
-        config = ModelConfig(arch, num_classes=num_classes, pretrained_encoder=False, **sizes, **options)
-        return build_model(config)
+        return build_model(ModelConfig(arch, num_classes=num_classes, pretrained_encoder=False, **settings))
     if num_classes is None:
         if sam.base_only:
             raise ConfigError(f"{sam.path}: a SAM base file holds no decoder head: give num_classes")
         num_classes = sam_class_count(sam.state)
-    model = build_model(ModelConfig(sam.arch, num_classes=num_classes, **sizes, **options))
+    model = build_model(ModelConfig(sam.arch, num_classes=num_classes, **settings))
     model.base_fingerprint = sam.load_into(model)
     return model
 
@@ -149,41 +146,39 @@ def load_model(
     *,
     arch: str | None = None,
     num_classes: int | None = None,
-    image_size: int = 512,
-    rank: int = 32,
-    scale: float = 1.0,
     device: str | torch.device = "cpu",
     model_options: dict | None = None,
+    **settings,
 ) -> MASAM:
     """Build an MA-SAM model in eval mode.
 
     * ``sam_checkpoint`` only: SAM's weights with fresh FacT, adapters and (if the class count
       differs from the file's) a fresh decoder head; ``num_classes`` defaults to the file's.
-    * ``weights`` in our format: config and input spec from the file (``image_size``, ``rank``,
-      ``scale`` and ``num_classes`` are ignored); ``sam_checkpoint`` is needed unless the model
+    * ``weights`` in our format: config and input spec from the file (the settings and
+      ``num_classes`` are ignored); ``sam_checkpoint`` is needed unless the model
       was trained from random initialisation, and must be the base it was fine-tuned from.
     * ``weights`` written by the original MA-SAM: class count and rank come from the tensor
-      shapes, ``scale`` from the argument; ``sam_checkpoint`` is needed.
+      shapes, ``image_size`` and ``scale`` from the settings; ``sam_checkpoint`` is needed.
     * neither: a randomly initialised ``arch`` (for training from scratch).
 
-    ``arch``, when given, must be the file's. ``model_options``: further :class:`ModelConfig`
-    fields of a new model (``fact_dropout``, ``adapter_kernel``, ``slices``, ``label_names``).
+    ``arch``, when given, must be the file's. ``settings`` (and ``model_options``, the same as a
+    dict): the :class:`ModelConfig` fields of a new model (:data:`.config.CHOSEN`: ``image_size``,
+    ``rank``, ``scale``, ``fact_dropout``, ``adapter_kernel``, ``slices``, ``label_names`` ...);
+    those not given take ModelConfig's defaults.
     """
     dev = resolve_device(device)
-    options = dict(model_options or {})
-    unknown = sorted(set(options) - _FRESH_OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown model options {unknown}; known: {', '.join(sorted(_FRESH_OPTIONS))}")
+    settings = {**(model_options or {}), **settings}
+    refuse_unknown_settings(settings)
     sam = _Sam(sam_checkpoint, arch)
     if weights is None:
-        sizes = {"image_size": image_size, "rank": rank, "scale": scale}
-        model = _fresh_model(sam, arch, num_classes, sizes, options)
+        model = _fresh_model(sam, arch, num_classes, settings)
     elif not Path(weights).is_file():
         raise CheckpointError(f"{weights}: no such file")
     elif is_safetensors(weights):
         model = _masam_file_model(Path(weights), sam, arch)
     else:
-        model = _original_file_model(Path(weights), sam, image_size, scale)
+        size, scale = (settings.get(k, model_default(k)) for k in ("image_size", "scale"))
+        model = _original_file_model(Path(weights), sam, size, scale)
     return model.eval().to(dev)
 
 
@@ -192,8 +187,8 @@ def convert_original(
     original_weights: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    image_size: int = 512,
-    scale: float = 1.0,
+    image_size: int = model_default("image_size"),
+    scale: float = model_default("scale"),
 ) -> MASAM:
     """Turn an original MA-SAM file into our format (tied to the given SAM base; its input spec
     keeps the original's convention)."""

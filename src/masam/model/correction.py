@@ -8,13 +8,8 @@ the same rounds with simulated clicks."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from .masam import MASAM
 
 
 def target_log_odds(logits: torch.Tensor, label: int | None) -> torch.Tensor:
@@ -33,7 +28,7 @@ def mask_prompt(logits: torch.Tensor, label: int | None, size: tuple[int, int]) 
 
 
 def decode_rounds(
-    model: MASAM,
+    model: torch.nn.Module,  # a MASAM (not imported: masam.py imports this module)
     embeddings: torch.Tensor,
     boxes: torch.Tensor | None,
     points: torch.Tensor | None,

@@ -14,7 +14,7 @@ from .prompt_encoder import PromptEncoder
 
 if TYPE_CHECKING:
     from ..spec import InputSpec
-    from .build import ModelConfig
+    from .config import ModelConfig
 
 
 def parameter_group(name: str) -> str:

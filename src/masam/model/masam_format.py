@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from ..errors import CheckpointError
 from ..fileio import atomic_path
 from ..spec import InputSpec
-from .build import ModelConfig
+from .config import ModelConfig
 from .masam import MASAM, is_pretrained_encoder_weight
 
 FORMAT_NAME = "masam"

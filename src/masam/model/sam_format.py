@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from ..errors import CheckpointError
 from ..fileio import atomic_path
-from .build import ARCHS
+from .config import ARCHS
 from .masam import MASAM, is_pretrained_encoder_weight
 
 # Decoder-head tensors whose shapes depend on the class count; a group is dropped (left at its

@@ -25,11 +25,10 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import CheckpointError, InputError, MissingFileError
-from ..infer.postprocess import POSTPROCESSING_FILE, PostprocessingError, read_postprocessing
-from ..infer.predictor import find_weights
-from ..infer.run import model_paths
+from ..infer.postprocess import PostprocessingError, read_postprocessing
 from ..model.masam_format import read_header
 from ..model.sam_format import read_torch_file, save_sam_base
+from ..run_folder import CONFIG, LOG, POSTPROCESSING, PROGRESS, RunFolder, find_weights, runs_in
 from .archive import check_model_name, write_archive
 from .card import model_card
 from .config import ExportConfig
@@ -51,15 +50,14 @@ def _read_json(path: Path, what: str) -> dict:
 def fold_runs(run: str, folds: tuple[str, ...] | None = None) -> list[Path]:
     """The run folders of ``run`` (one run, or a folder of fold runs), those named by ``folds``
     (folder names or fold numbers) when given."""
-    runs = [p for p in model_paths([run]) if p.is_dir()]
-    if not runs or not (runs[0] / "config.json").is_file():
+    runs = [r for r in runs_in(run) if r.path.is_dir()]
+    if not runs or not runs[0].config_file.is_file():
         raise MissingFileError(f"{run}: not a training run folder (config.json and model_*.safetensors)")
     if folds:
-        fold_of = {p: str(_read_json(p / "config.json", "run settings")["train"].get("fold")) for p in runs}
-        runs = [p for p in runs if p.name in folds or fold_of[p] in folds]
+        runs = [r for r in runs if r.path.name in folds or str(r.train_settings().get("fold")) in folds]
         if not runs:
             raise InputError(f"{run}: no fold run named {' or '.join(folds)}")
-    return runs
+    return [r.path for r in runs]
 
 
 def shared_settings(config: dict) -> dict:
@@ -76,12 +74,12 @@ def _fold_members(run: Path) -> tuple[dict[str, bytes | Path], dict]:
     """The archive members of one fold run, and its entry in the manifest."""
     weights = find_weights(run)
     prefix = f"{FOLDS}/{run.name}"
-    config = _read_json(run / "config.json", "run settings")
+    config = RunFolder(run).read_config()
     members: dict[str, bytes | Path] = {
         f"{prefix}/{weights.name}": weights,
-        f"{prefix}/config.json": json.dumps(shared_settings(config), indent=1).encode(),
+        f"{prefix}/{CONFIG}": json.dumps(shared_settings(config), indent=1).encode(),
     }
-    for name in (POSTPROCESSING_FILE, "progress.png", "log.jsonl"):
+    for name in (POSTPROCESSING, PROGRESS, LOG):
         if (run / name).is_file():
             members[f"{prefix}/{name}"] = run / name
     entry = {"name": run.name, "fold": config.get("train", {}).get("fold"), "weights": f"{prefix}/{weights.name}"}
@@ -105,15 +103,12 @@ def _headers(runs: list[Path]) -> dict:
 def training_spacing(run: Path) -> dict | None:
     """Voxel spacings (x, y, z in mm, SimpleITK's order) of the training cases, from the run's
     cache (``CASE.json``): lowest, median and highest per axis; None when the cache is gone."""
-    train = _read_json(run / "config.json", "run settings").get("train", {})
-    cache = Path(train["cache"]) if train.get("cache") else run / "cache"
     spacings = []
-    for path in sorted(cache.glob("*.json")) if cache.is_dir() else []:
-        if path.name != "plan.json":
-            try:
-                spacings.append([float(v) for v in json.loads(path.read_text())["spacing"]])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+    for path in RunFolder(run).training_cache().records():
+        try:
+            spacings.append([float(v) for v in json.loads(path.read_text())["spacing"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
     if not spacings:
         return None
     axes = list(zip(*spacings))
@@ -123,7 +118,7 @@ def training_spacing(run: Path) -> dict | None:
 
 def dataset_record(run: Path) -> dict | None:
     """The training dataset's ``dataset.json`` (found through the run's settings), or None."""
-    name = _read_json(run / "config.json", "run settings").get("train", {}).get("dataset")
+    name = RunFolder(run).train_settings().get("dataset")
     path = Path(name) / "dataset.json" if name else None
     if path is None or not path.is_file():
         return None
@@ -136,7 +131,7 @@ def sam_record(header: dict, runs: list[Path], mode: str, checkpoint: str | None
     config = header["config"]
     if not config.get("pretrained_encoder", True):
         return {"mode": "none"}
-    checkpoint = checkpoint or _read_json(runs[0] / "config.json", "run settings")["train"].get("sam_checkpoint")
+    checkpoint = checkpoint or RunFolder(runs[0]).train_settings().get("sam_checkpoint")
     entry = {"arch": config["arch"], "fingerprint": header.get("base_fingerprint"),
              "file": Path(checkpoint).name if checkpoint else None}  # fmt: skip
     return {"mode": "reference", **entry} if mode == "reference" else {"mode": "included", "member": SAM_BASE, **entry}
@@ -148,7 +143,7 @@ def sam_entry(header: dict, runs: list[Path], mode: str, checkpoint: str | None,
     record = sam_record(header, runs, mode, checkpoint)
     if record["mode"] != "included":
         return record, {}
-    checkpoint = checkpoint or _read_json(runs[0] / "config.json", "run settings")["train"].get("sam_checkpoint")
+    checkpoint = checkpoint or RunFolder(runs[0]).train_settings().get("sam_checkpoint")
     if not checkpoint or not Path(checkpoint).is_file():
         raise MissingFileError(f"{runs[0]}: --sam-weights include needs the SAM checkpoint the model was tuned "
                                f"from (--sam-checkpoint; the run names {checkpoint})")  # fmt: skip
@@ -163,7 +158,7 @@ def _validation_dice(run: Path) -> dict | None:
     """Mean Dice per class over the fold's ``validation/`` predictions against the dataset's labels;
     None when either is not there."""
     from ..eval.metrics import dice
-    from ..train.crossval import fold_validation
+    from ..infer.postprocess import fold_validation
 
     try:
         names, preds, refs, labels = fold_validation(run)
@@ -178,7 +173,7 @@ def _logged_dice(run: Path) -> dict | None:
     """The fold's last validation in ``log.jsonl`` (Dice per class name), or None."""
     last = None
     try:
-        lines = (run / "log.jsonl").read_text().splitlines()
+        lines = RunFolder(run).log_file.read_text().splitlines()
     except OSError:
         return None
     for line in lines:
@@ -204,7 +199,7 @@ def crossval_summary(runs: list[Path]) -> dict | None:
     classes = list(next(iter(folds.values()))["dice"])
     mean = {c: statistics.fmean(f["dice"][c] for f in folds.values() if c in f["dice"]) for c in classes}
     summary: dict = {"folds": folds, "mean": mean}
-    decision = runs[0] / POSTPROCESSING_FILE
+    decision = RunFolder(runs[0]).postprocessing_file
     if decision.is_file():
         summary["postprocessing"] = _read_json(decision, "post-processing").get("mean_dice")
     return summary
@@ -229,7 +224,7 @@ def build_manifest(config: ExportConfig, runs: list[Path], header: dict) -> dict
         },
         "input": spec,
         "training_spacing": training_spacing(runs[0]),
-        "training": shared_settings(_read_json(runs[0] / "config.json", "run settings"))["train"],
+        "training": shared_settings(RunFolder(runs[0]).read_config())["train"],
         "cross_validation": crossval_summary(runs),
         "postprocessing": _postprocessing(runs[0]),
         "dataset": {k: v for k, v in dataset.items() if k in keep} if dataset else None,
@@ -239,7 +234,7 @@ def build_manifest(config: ExportConfig, runs: list[Path], header: dict) -> dict
 
 
 def _postprocessing(run: Path) -> dict | None:
-    path = run / POSTPROCESSING_FILE
+    path = RunFolder(run).postprocessing_file
     try:
         return {str(c): keep for c, keep in read_postprocessing(path).items()} if path.is_file() else None
     except PostprocessingError as err:
@@ -292,7 +287,7 @@ def _onnx_members(runs: list[Path], header: dict, checkpoint: str | None, folder
 
     sam = None
     if header["config"].get("pretrained_encoder", True):
-        sam = checkpoint or _read_json(runs[0] / "config.json", "run settings")["train"].get("sam_checkpoint")
+        sam = checkpoint or RunFolder(runs[0]).train_settings().get("sam_checkpoint")
         if not sam or not Path(sam).is_file():
             raise MissingFileError(f"{runs[0]}: --format onnx needs the SAM checkpoint the model was tuned from "
                                    f"(--sam-checkpoint; the run names {sam})")  # fmt: skip

@@ -44,7 +44,7 @@ class BundlePredictor:
 
     def __call__(self, input: str, output_dir: str) -> list[str]:  # noqa: A002 - the bundle's key
         """Predict every case of ``input`` into ``output_dir``; the paths written (a case that fails raises)."""
-        from ..infer.run import load_predictor, predict_inputs
+        from ..infer.predict_files import load_predictor, predict_inputs
         from .install import resolved_models
 
         with resolved_models([str(self.models)], self.sam_checkpoint) as (paths, sam):

@@ -14,15 +14,16 @@ from typing import Any
 from ..allocator import TRAINING_POLICIES
 from ..data.config import (
     ct_window_setting,
-    image_size_setting,
     merge_labels_setting,
     modality_setting,
     mri_percentile_setting,
     mri_rule_setting,
 )
 from ..errors import ConfigError
+from ..model.config import model_setting
 from ..options import check_presets, setting
-from ..precision import PRECISIONS
+from ..precision import MIXED, PRECISIONS
+from ..run_folder import RunFolder
 
 GROUPS = ("data", "model", "optimisation", "schedule", "runtime")
 
@@ -64,12 +65,13 @@ class TrainConfig:
         None, "vit_b, vit_l, vit_h or vit_tiny; without --sam-checkpoint: randomly initialised", "model",
         default_text="the SAM checkpoint's",
     )  # fmt: skip
-    image_size: int = image_size_setting()
-    slices: int = setting(5, "slices per stack", "model")
-    rank: int = setting(32, "FacT rank", "model")
-    scale: float = setting(1.0, "FacT scale s", "model")
-    adapter_kernel: int = setting(3, "adapter taps over slices; 1 = 2D only", "model")
-    fact_dropout: float = setting(0.1, "dropout on the FacT path", "model")
+    # the model's settings: defaults and help from ModelConfig (model/config.py)
+    image_size: int = model_setting("image_size")
+    slices: int = model_setting("slices")
+    rank: int = model_setting("rank")
+    scale: float = model_setting("scale")
+    adapter_kernel: int = model_setting("adapter_kernel")
+    fact_dropout: float = model_setting("fact_dropout")
     prompt: str = setting(
         "none", "prompt-free, one box per slice, clicks (points), or boxes corrected with clicks (box+points)",
         "model", choices=("none", "box", "points", "box+points"),
@@ -111,8 +113,8 @@ class TrainConfig:
         "optimisation", flag="--exclude-background",
     )  # fmt: skip
     precision: str = setting(
-        "fp32", "compute precision; fp16 needs CUDA; auto: fp16 + TF32 on CUDA (bf16 where fp16 is unavailable), "
-        "fp32 on the CPU", "optimisation", choices=(*PRECISIONS, "auto"),
+        "fp32", "compute precision; fp16 needs CUDA; mixed (the original's; auto is the old name): fp16 + TF32 "
+        "on CUDA (bf16 where fp16 is unavailable), fp32 on the CPU", "optimisation", choices=(*PRECISIONS, *MIXED),
     )  # fmt: skip
     grad_checkpoint: bool = setting(False, "recompute encoder blocks in backward (less memory)", "optimisation")
     # schedule
@@ -216,7 +218,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_every": 0,
         "snapshot_every": 20,
         "predict_with": "last",
-        "precision": "auto",
+        "precision": "mixed",
         "reinit_head": True,
         "augment_policy": "original",
         "mri_rule": "percentile",
@@ -342,7 +344,7 @@ def resume_train_config(given: dict[str, Any], preset: str | None = None) -> Tra
     preset's values) must equal the saved one; all that differ are listed in one error. Reads only.
     A run folder without ``config.json`` (killed before it was written) starts anew when the
     dataset is given, and is an error otherwise."""
-    path = Path(given["output"]) / "config.json"
+    path = RunFolder(given["output"]).config_file
     try:
         saved = json.loads(path.read_text())["train"]
     except FileNotFoundError:
@@ -367,7 +369,10 @@ def resume_train_config(given: dict[str, Any], preset: str | None = None) -> Tra
 
 
 def _normal(key: str, value: Any) -> Any:
-    """Values as stored in JSON (tuples as lists), file names as absolute paths."""
+    """Values as stored in JSON (tuples as lists), file names as absolute paths, one name for the
+    mixed precision (a run written before issue 25 stores ``auto``)."""
+    if key == "precision" and value in MIXED:
+        return MIXED[0]
     if isinstance(value, (tuple, list)):
         return [_normal(key, v) for v in value]
     if key in ("dataset", "split_file", "sam_checkpoint") and value:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..precision import MIXED
+from ..run_folder import RunFolder
 from .config import PRESETS, TrainConfig, snapshot_epoch
 from .schedule import ADAMW_BETAS
 
-AUTO_PRECISION = "fp16 autocast + GradScaler + TF32 on a CUDA GPU, fp32 on the CPU"
+MIXED_PRECISION = "fp16 autocast + GradScaler + TF32 on a CUDA GPU, fp32 on the CPU"
 
 
 def _shown(value: Any) -> str:
@@ -50,10 +52,11 @@ def derived_lines(config: TrainConfig) -> list[str]:
         split = "every training case, nothing held out"
     else:
         split = f"{c.val_fraction:.0%} of the cases held out (seed {c.seed})"
-    epoch = snapshot_epoch(c.predict_with)
-    designated = f"model_epoch_{epoch}.safetensors" if epoch else f"model_{c.predict_with}.safetensors"
-    snapshots = f"model_epoch_N.safetensors every {c.snapshot_every} epochs and at the last" if c.snapshot_every \
-        else "none"  # fmt: skip
+    epoch, folder = snapshot_epoch(c.predict_with), RunFolder(c.output)
+    designated = (folder.snapshot(epoch) if epoch else {"best": folder.best_model, "last": folder.last_model}[
+        c.predict_with]).name  # fmt: skip
+    every = c.snapshot_every
+    snapshots = f"{folder.snapshot('N').name} every {every} epochs and at the last" if every else "none"  # type: ignore[arg-type]
     return [
         f"optimiser: AdamW, betas {ADAMW_BETAS}, weight decay {c.weight_decay}, over the trainable parameters "
         "(FacT, adapters, prompt encoder, mask decoder; SAM's encoder frozen)",
@@ -63,7 +66,7 @@ def derived_lines(config: TrainConfig) -> list[str]:
         + (" (background included)" if c.include_background else " (background left out)"),
         f"batch: {c.batch_size} stacks of {c.slices} slices per step over all processes (a torchrun of N gives "
         f"each {c.batch_size} / N)" + (f", {c.accumulate} micro-batches per step" if c.accumulate > 1 else ""),
-        f"device {c.device}, precision {c.precision}: " + (AUTO_PRECISION if c.precision == "auto" else c.precision),
+        f"device {c.device}, precision {c.precision}: " + (MIXED_PRECISION if c.precision in MIXED else c.precision),
         f"split: {split}; validation " + (f"every {c.val_every} epochs" if c.val_every else "none"),
         f"snapshots: {snapshots}; masam predict -m RUN uses {designated}",
         "augmentation: " + (f"policy {c.augment_policy}" if c.augment else "none (--no-augment)"),

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..run_folder import RunFolder
+
 VAL_PREFIX = "val_dice_"
 
 
@@ -34,7 +36,7 @@ def validation_line(metrics: dict) -> str:
 
 
 def _validations(run_dir: Path) -> list[dict]:
-    path = run_dir / "log.jsonl"
+    path = RunFolder(run_dir).log_file
     records = []
     for line in path.read_text().splitlines() if path.is_file() else []:
         try:
@@ -60,7 +62,8 @@ def end_summary(run_dir: str | Path, steps: int) -> str:
             lines.append(f"  {name:<22}{best.get(key, float('nan')):>18.3f}{last[key]:>10.3f}")
     else:
         lines.append("no validation ran (no held-out cases, or --val-every 0)")
-    lines.append(f"best model: {run_dir / 'model_best.safetensors'}")
-    lines.append(f"last model: {run_dir / 'model_last.safetensors'}")
-    lines.append(f"curves:     tensorboard --logdir {run_dir / 'tensorboard'}  (or masam.train.progress.plot_progress)")
+    run = RunFolder(run_dir)
+    lines.append(f"best model: {run.best_model}")
+    lines.append(f"last model: {run.last_model}")
+    lines.append(f"curves:     tensorboard --logdir {run.tensorboard_dir}  (or masam.train.progress.plot_progress)")
     return "\n".join(lines)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ..data.check import check_dataset, format_report
 from ..errors import ConfigError, DatasetError
-from ..model.build import ARCHS
-from ..model.checkpoint import check_sam_checkpoint
+from ..model.checkpoint import sam_checkpoint_arch
+from ..model.config import ARCHS
 from .config import TrainConfig
 
 PATCH = 16  # the ViT patch size: the image size must be a multiple of it
@@ -24,7 +24,7 @@ def check_before_work(cfg: TrainConfig, dataset: bool = True) -> None:
     if cfg.sam_checkpoint is None and cfg.arch is None:
         raise ConfigError("give --sam-checkpoint (fine-tune SAM) or --arch (train from random initialisation)")
     if cfg.sam_checkpoint is not None:
-        check_sam_checkpoint(cfg.sam_checkpoint, cfg.arch)
+        sam_checkpoint_arch(cfg.sam_checkpoint, cfg.arch)
     if dataset and cfg.check_dataset:
         _check_dataset(cfg.dataset, cfg.check_processes)
 

@@ -7,8 +7,6 @@ import random
 import numpy as np
 import torch
 
-STATE_FILE = "training_state.pt"
-
 
 def rng_state() -> dict:
     """Torch, Python, NumPy (and CUDA) generator states as tensors and plain values, so that the

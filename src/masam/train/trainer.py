@@ -41,11 +41,10 @@ from ..data import (
     split_cases,
 )
 from ..data.augment import AugmentConfig
-from ..data.config import label_map_from_text
 from ..data.intensity import intensity_summary
 from ..data.io import read_label
+from ..data.labels import label_map_from_text, merged_names
 from ..data.normalize import spec_for
-from ..data.prepare import merged_names
 from ..data.preprocess import cache_plan, check_cache, dataset_normalization
 from ..data.slices import boxes_from_mask
 from ..data.splits import fold_cases, make_folds, read_splits, write_splits
@@ -53,11 +52,13 @@ from ..device import resolve_device
 from ..errors import ConfigError, TrainingError
 from ..eval.metrics import dice
 from ..fileio import atomic_path
+from ..infer.predict_files import predict_cases
 from ..infer.predictor import Predictor
-from ..infer.run import predict_cases
 from ..model.checkpoint import load_model, save_weights
+from ..model.config import model_settings_of
 from ..model.sam_format import reinit_decoder_head
-from ..precision import PRECISIONS, allow_tf32, resolve_precision
+from ..precision import MIXED, PRECISIONS, allow_tf32, resolve_training_precision
+from ..run_folder import SPLITS, CacheFolder, RunFolder
 from ..threads import loader_workers
 from .clicks import SimulatedClicks
 from .config import TrainConfig
@@ -67,7 +68,7 @@ from .preflight import check_before_work
 from .progress import plot_progress, read_log
 from .prompting import box_target, prompt_keep, prompt_metadata
 from .schedule import ADAMW_BETAS, EpochSampler, lr_at
-from .state import STATE_FILE, rng_state, set_rng_state
+from .state import rng_state, set_rng_state
 
 __all__ = ["EpochSampler", "Interrupted", "Trainer", "TrainingError", "boxes_for_training", "lr_at", "training_loss"]
 
@@ -186,7 +187,8 @@ class Trainer:
         self.stop_after = stop_after  # optimizer steps in this run, then save and stop (time-boxed jobs)
         self.check_sync = check_sync
         self.signal_received: int | None = None
-        self.run_dir = Path(config.output)
+        self.folder = RunFolder(config.output)  # every file name of the run folder
+        self.run_dir = self.folder.path
         # processes
         self.world, self.ddp_rank, self.distributed = 1, 0, False
         self.batch = config.batch_size  # this process's share of the global batch (setup)
@@ -204,7 +206,7 @@ class Trainer:
         self.scaler: torch.amp.GradScaler | None = None
         self.reduce_sums = None
         self.dtype: torch.dtype | None = None
-        self.precision = config.precision  # resolved by setup ("auto" -> fp16, bf16 or fp32)
+        self.precision = config.precision  # resolved by setup ("mixed" -> fp16, bf16 or fp32)
         self.label_map: dict[int, int] = {}
         self.host_memory: tuple[str, str] = ("reuse", "reuse")  # allocator modes: forward, backward
         # where the run is
@@ -227,7 +229,7 @@ class Trainer:
         """Everything before the first step; nothing is written before the settings and files are
         checked, and a run folder this call created is removed again when set-up fails."""
         self._setup_processes()
-        if (self.run_dir / STATE_FILE).is_file() and not self.cfg.resume:
+        if self.folder.state_file.is_file() and not self.cfg.resume:
             raise TrainingError(f"{self.run_dir}: holds a training state; use --resume to continue or another folder")
         check_before_work(self.cfg, dataset=not self.cfg.resume)
         created = not self.run_dir.exists()
@@ -258,10 +260,10 @@ class Trainer:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         self.device = device
-        self.precision = resolve_precision(cfg.precision, device)
+        self.precision = resolve_training_precision(cfg.precision, device)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-        if cfg.precision == "auto" and device.type == "cuda":
+        if cfg.precision in MIXED and device.type == "cuda":
             allow_tf32()
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -289,7 +291,7 @@ class Trainer:
             train_cases, self.val_cases = split_cases(
                 self.dataset.training, cfg.val_fraction, cfg.seed, cfg.split_file
             )
-        cache = Path(cfg.cache) if cfg.cache else self.run_dir / "cache"
+        cache = self.folder.cache(cfg.cache).path
         if cfg.cache:
             plan = cache_plan(self.dataset, cfg.image_size, self.normalization, self.label_map)
             check_cache(cache, plan, [c.name for c in self.dataset.training])
@@ -308,9 +310,9 @@ class Trainer:
         """(train, val) cases of ``--fold``: the dataset's ``splits_final.json``, else the one beside
         the run folder (written with nnU-Net's seed on first use, so every fold's run shares it)."""
         cases = {c.name: c for c in self.dataset.training}
-        path = Path(self.cfg.dataset) / "splits_final.json"
+        path = Path(self.cfg.dataset) / SPLITS  # nnU-Net's place: the dataset's own folds
         if not path.is_file():
-            path = self.run_dir.parent / "splits_final.json"
+            path = self.folder.shared_splits_file
             if self.is_main and not path.is_file():
                 try:
                     write_splits(path, make_folds(cases, self.cfg.num_folds))
@@ -328,12 +330,10 @@ class Trainer:
         """The model through :func:`load_model` (an arch other than the SAM file's is refused), with
         the input spec that prediction will read back."""
         cfg = self.cfg
-        options = {"fact_dropout": cfg.fact_dropout, "adapter_kernel": cfg.adapter_kernel, "slices": cfg.slices}
-        options["label_names"] = self.dataset.labels
         torch.manual_seed(cfg.seed)
         model = load_model(
-            cfg.sam_checkpoint, arch=cfg.arch, num_classes=self.dataset.num_classes, image_size=cfg.image_size,
-            rank=cfg.rank, scale=cfg.scale, device=self.device, model_options=options,
+            cfg.sam_checkpoint, arch=cfg.arch, num_classes=self.dataset.num_classes, device=self.device,
+            label_names=self.dataset.labels, **model_settings_of(cfg),
         )  # fmt: skip
         if cfg.reinit_head:
             reinit_decoder_head(model)
@@ -354,8 +354,8 @@ class Trainer:
 
     def _intensity_summary(self) -> dict | None:
         """What the model sees in training (issue 18), for the warning at prediction time."""
-        cache = self.train_set.cache
-        return intensity_summary(np.load(cache / f"{name}_image.npy", mmap_mode="r") for name in self.train_set.cases)
+        cache = CacheFolder(self.train_set.cache)
+        return intensity_summary(np.load(cache.image(name), mmap_mode="r") for name in self.train_set.cases)
 
     def _setup_optimiser(self) -> None:
         cfg = self.cfg
@@ -366,9 +366,7 @@ class Trainer:
 
     def _write_config(self) -> None:
         if self.is_main:
-            stored = {"train": self.cfg.to_dict(), "model": self.model.config.to_dict()}
-            with atomic_path(self.run_dir / "config.json") as tmp:
-                tmp.write_text(json.dumps(stored, indent=1))
+            self.folder.write_config(self.cfg.to_dict(), self.model.config.to_dict())
 
     def _open_writer(self) -> None:
         if not self.is_main:
@@ -376,7 +374,7 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self.writer = SummaryWriter(str(self.folder.tensorboard_dir))
         except ImportError:
             self.writer = None
 
@@ -438,11 +436,11 @@ class Trainer:
             "best": self.best,
             "rng": rng_state(),
         }
-        with atomic_path(self.run_dir / STATE_FILE) as tmp:
+        with atomic_path(self.folder.state_file) as tmp:
             torch.save(state, tmp)
 
     def _load_state(self) -> bool:
-        path = self.run_dir / STATE_FILE
+        path = self.folder.state_file
         if not path.is_file():
             return False
         try:
@@ -458,14 +456,15 @@ class Trainer:
         set_rng_state(state["rng"])
         return True
 
-    def save_model(self, name: str) -> None:
+    def save_model(self, path: Path) -> None:
+        """Write the model to ``path`` (one of :attr:`run`'s model files), main process only."""
         if self.is_main:
-            save_weights(self.model, self.run_dir / name)
+            save_weights(self.model, path)
 
     def log(self, record: dict) -> None:
         if not self.is_main:
             return
-        with open(self.run_dir / "log.jsonl", "a") as f:
+        with open(self.folder.log_file, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for key, value in record.items():
@@ -476,9 +475,10 @@ class Trainer:
     def validate(self) -> dict:
         """3D Dice per class on the held-out cases, through the prediction path of ``masam predict``."""
         was_training = self.model.training
-        predictor = Predictor(
-            self.model, self.normalization, batch_size=max(1, self.cfg.batch_size), device=self.device
-        )
+        predictor = Predictor(  # fp32: the model selection must not depend on the hardware's bf16
+            self.model, self.normalization, batch_size=max(1, self.cfg.batch_size), device=self.device,
+            precision="fp32",
+        )  # fmt: skip
         per_class: dict[int, list[float]] = {c: [] for c in range(1, self.dataset.num_classes + 1)}
         for case in self.val_cases:
             result = predictor.predict(case.images if case.channels else case.image)
@@ -600,11 +600,11 @@ class Trainer:
         signum = self._agreed_signal()
         if signum is not None:
             self.save_checkpoint()
-            self.save_model("model_last.safetensors")
+            self.save_model(self.folder.last_model)
             raise Interrupted(signum)
         if self.stop_after is not None and self.steps_this_run >= self.stop_after:
             self.save_checkpoint()
-            self.save_model("model_last.safetensors")
+            self.save_model(self.folder.last_model)
             raise _StopRun({"stopped_at_step": self.step})
 
     def on_epoch_end(self, final: bool) -> None:
@@ -617,11 +617,11 @@ class Trainer:
             self._say(validation_line(metrics))
             if metrics["val_dice"] > self.best:
                 self.best = metrics["val_dice"]
-                self.save_model("model_best.safetensors")
+                self.save_model(self.folder.best_model)
             self.plot_progress()
         if self.is_main and not self.val_cases and cfg.predict_with == "best":
-            self.save_model("model_best.safetensors")  # no held-out cases: the last model is the best known
-        self.save_model("model_last.safetensors")
+            self.save_model(self.folder.best_model)  # no held-out cases: the last model is the best known
+        self.save_model(self.folder.last_model)
         self.save_snapshot(final)
         self.save_checkpoint()
         self._barrier()
@@ -629,10 +629,10 @@ class Trainer:
     # ------------------------------------------------------------------ issue 16: curves, validation/
     def plot_progress(self) -> None:
         """``progress.png`` from ``log.jsonl`` (main process; after each validation and at the end)."""
-        log = self.run_dir / "log.jsonl"
+        log = self.folder.log_file
         if self.is_main and log.is_file():
             names = {v: k for k, v in self.dataset.labels.items() if v > 0}
-            plot_progress(read_log(log), self.run_dir / "progress.png", names)
+            plot_progress(read_log(log), self.folder.progress_file, names)
 
     def save_validation(self) -> None:
         """A fold's held-out cases predicted by the final model into ``RUN/validation/`` (label maps
@@ -640,11 +640,11 @@ class Trainer:
         if not (self.is_main and self.cfg.fold is not None and self.val_cases):
             return
         predictor = Predictor(self.model, self.normalization, batch_size=max(1, self.cfg.batch_size),
-                              device=self.device)  # fmt: skip
+                              device=self.device, precision="fp32")  # fmt: skip
         cases = [(c.name, Path(c.image)) for c in self.val_cases]
-        report = predict_cases(predictor, cases, self.run_dir / "validation", save_probabilities=True)
+        report = predict_cases(predictor, cases, self.folder.validation_dir, save_probabilities=True)
         if report.failed:
-            raise TrainingError(f"{self.run_dir / 'validation'}: validation prediction failed: {report.failed}")
+            raise TrainingError(f"{self.folder.validation_dir}: validation prediction failed: {report.failed}")
         self.model.train()
 
     def on_train_end(self) -> None:
@@ -657,7 +657,7 @@ class Trainer:
         original's ``epoch_N.pth``, trainer.py:122-137)."""
         every = self.cfg.snapshot_every
         if every and (self.epoch % every == 0 or final):
-            self.save_model(f"model_epoch_{self.epoch}.safetensors")
+            self.save_model(self.folder.snapshot(self.epoch))
 
     # ------------------------------------------------------------------ the loop
     def _epoch_loader(self) -> DataLoader:

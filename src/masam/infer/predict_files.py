@@ -1,4 +1,5 @@
-"""``masam predict`` as a function: inputs found, predictions written with the input's geometry."""
+"""``masam predict`` on files: the models named by ``-m`` loaded, inputs found and read, predictions
+written with the input's geometry (and overlays, probabilities, DICOM-SEG)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ from ..data.io import (
 )
 from ..data.slices import boxes_from_mask, labels_to_slices
 from ..errors import InputError, MasamError, MissingFileError, OutputError
+from ..eval.drawing import volume_panels
 from ..fileio import atomic_path
+from ..run_folder import RunFolder, find_weights, is_folder_of_runs, runs_in
 from .boxes import Prompt, read_boxes_file
-from .drawing import volume_panels
 from .predictor import Prediction, Predictor
 from .shard import distributed_part, select_part
 
@@ -144,7 +146,7 @@ class _Outputs:
 
 def _write_overlays(folder: Path, name: str, result: Prediction, predictor: Predictor) -> None:
     """``NAME_sliceNNN.png`` drawings of the chosen slices, as the HTML report draws them
-    (:func:`masam.infer.drawing.volume_panels`: radiological orientation, class contours)."""
+    (:func:`masam.eval.drawing.volume_panels`: radiological orientation, class contours)."""
     import matplotlib.image
 
     names = predictor.model.config.label_names or {}
@@ -279,7 +281,6 @@ def stored_class_names(predictions=None, run=None) -> dict[int, str] | None:
     ``run`` (a run folder or weights file), else the marker ``masam predict`` leaves beside its
     ``predictions``; None when neither names them."""
     from ..model.masam_format import read_header
-    from .predictor import find_weights
 
     labels = None
     if run is not None:
@@ -326,54 +327,20 @@ def _find_label(folder: Path, name: str, volume: Volume) -> Path:
     raise MissingFileError(f"{folder}: no reference label for {name}")
 
 
-RUN_WEIGHTS = ("model_best.safetensors", "model_last.safetensors")
-
-
-def _is_run(path: Path) -> bool:
-    return path.is_dir() and any((path / w).is_file() for w in RUN_WEIGHTS)
-
-
-def run_fold(run: Path) -> int | None:
-    """The cross-validation fold a run folder was trained on (its config.json), None if not a fold."""
-    try:
-        fold = json.loads((run / "config.json").read_text())["train"].get("fold")
-        return int(fold)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
 def model_paths(paths: list[str | os.PathLike]) -> list[Path]:
-    """The models named by ``-m``: weights files and run folders as given; a folder holding the
-    fold runs of one cross-validation (e.g. ``fold_0`` ... ``fold_4``) stands for all of them.
-    A folder holding other runs too (issue 28: ``runs/`` with ``scratch``, ``fold_0``, a box run)
-    is refused: averaging every run in it is rarely what was meant."""
-    out = []
-    for path in map(Path, paths):
-        if path.is_dir() and not _is_run(path):
-            runs = sorted(p for p in path.iterdir() if _is_run(p))
-            others = [r.name for r in runs if run_fold(r) is None]
-            if others:
-                names = ", ".join(r.name for r in runs)
-                raise InputError(
-                    f"{path}: holds runs that are not folds of one cross-validation ({names}); "
-                    f"choose with -m {runs[0]} (one model) or -m {' '.join(str(r) for r in runs[:2])} (an ensemble)"
-                )
-            if runs:
-                out.extend(runs)
-                continue
-        out.append(path)
-    return out
+    """The weights files named by ``-m``: files as given, and the model each run folder designates
+    (``predict_with``, :meth:`RunFolder.model`); a folder of the fold runs of one cross-validation
+    stands for all of them (:func:`masam.run_folder.runs_in`)."""
+    return [find_weights(run.path) for path in paths for run in runs_in(path)]
 
 
 def describe_models(given: list[str | os.PathLike], paths: list[Path]) -> str:
     """One line naming the models a prediction uses, e.g. ``models: 2 folds of runs
     (runs/fold_0/model_best.safetensors, ...), probabilities averaged``."""
-    from .predictor import find_weights
-
-    files = ", ".join(str(find_weights(p)) for p in paths)
+    files = ", ".join(str(p) for p in paths)
     if len(paths) == 1:
         return f"model: {files}"
-    folds = [Path(g) for g in given if Path(g).is_dir() and not _is_run(Path(g))]
+    folds = [Path(g) for g in given if is_folder_of_runs(g)]
     what = f"{len(paths)} models"
     if folds and len(given) == 1:
         what = f"{len(paths)} folds of {folds[0]}"
@@ -395,25 +362,25 @@ def load_predictor(
     (read beside the first model). ``engine``: None (PyTorch), or a function from a model path to
     the forward function each predictor runs instead (:attr:`Predictor.engine`, issue 26).
     ``kwargs``: as :meth:`Predictor.from_files`."""
-    from .ensemble import EnsembleError, check_compatible, mean_probs_fn, model_spec, volume_probs_fn
-    from .postprocess import POSTPROCESSING_FILE, PostprocessingError, read_postprocessing
-    from .predictor import find_weights
+    from .ensemble import EnsembleError, mean_probs_fn, model_spec, refuse_incompatible, volume_probs_fn
+    from .postprocess import PostprocessingError, read_postprocessing
     from .tta import mirrored
 
+    named = [run.path for path in models for run in runs_in(path)]  # as given: the names in messages
     paths = model_paths(models)
     predictors = [Predictor.from_files(p, sam_checkpoint, **kwargs) for p in paths]
     for path, predictor in zip(paths, predictors):
         predictor.engine = engine(path) if engine is not None else None
     main = predictors[0]
     try:
-        check_compatible({str(p): model_spec(pr.model) for p, pr in zip(paths, predictors)})
+        refuse_incompatible({str(n): model_spec(pr.model) for n, pr in zip(named, predictors)})
     except EnsembleError as err:
         raise InputError(str(err)) from None
     if len(predictors) > 1:
         main.probs_fn = mean_probs_fn([volume_probs_fn(p) for p in predictors])
     if tta:
         main.probs_fn = mirrored(main.probs_fn or volume_probs_fn(main), slice_flip=True)
-    decision_file = find_weights(paths[0]).parent / POSTPROCESSING_FILE
+    decision_file = RunFolder(paths[0].parent).postprocessing_file
     if postprocessing and decision_file.is_file():
         try:
             main.postprocessing = read_postprocessing(decision_file)

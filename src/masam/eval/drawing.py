@@ -8,6 +8,9 @@ and ``k`` from inferior to superior. An axial slice ``array[k]`` drawn with row 
 then anterior up, and the patient's right on the image's left. The reorientation only permutes
 and flips axes (to the nearest ones for an oblique scan), so voxels are not resampled; the
 in-plane spacing then sets the drawn aspect ratio. Video frames are shown as they are.
+
+Below both ``masam predict`` (its ``--overlays``) and the HTML report (:mod:`.report`), which
+draw the same panels.
 """
 
 from __future__ import annotations
@@ -20,8 +23,22 @@ from PIL import Image
 from scipy import ndimage
 
 from ..data.io import Volume
-from ..eval.metrics import dice
-from .overlay import PALETTE, contour
+from .metrics import dice
+
+# Class colours and contours, shared by the overlays of ``masam predict`` and the HTML report.
+PALETTE = np.array(
+    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240],
+     [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255]],
+    dtype=np.uint8,
+)  # fmt: skip
+
+
+def contour(mask: np.ndarray) -> np.ndarray:
+    """Mask pixels with a 4-neighbour outside the mask."""
+    padded = np.pad(mask, 1)
+    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
 
 REFERENCE_COLOUR = (255, 255, 255)
 

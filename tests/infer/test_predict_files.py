@@ -17,7 +17,7 @@ from masam.cli import main
 from masam.data import Normalization
 from masam.infer import Predictor
 from masam.infer.postprocess import write_postprocessing
-from masam.infer.run import MARKER, stored_class_names
+from masam.infer.predict_files import MARKER, stored_class_names
 from tests.infer.test_prompt_cli import fake_model, write_image  # noqa: F401 - fixture
 
 __all__ = ["fake_model"]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,29 +16,15 @@ import torch
 
 from masam.cli import main
 from masam.data.io import read_volume
+from masam.train.trainer import EpochSampler, boxes_for_training
 from tests.conftest import ROOT, SHARED, require_shared
 from tests.data.helpers import make_dataset, write_volume
-
-TINY = ["--arch", "vit_tiny", "--image-size", "64", "--rank", "4", "--warmup", "3", "--workers", "0", "--quiet"]
+from tests.train.helpers import TINY, assert_same, trained
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("train") / "D", cases=3, shape=(6, 40, 48))
-
-
-def trained(run: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(run / "training_state.pt", weights_only=True)
-    return state["model"]
-
-
-def assert_same(a: dict, b: dict, atol: float = 0.0) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        if atol == 0.0:
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert torch.allclose(a[key], b[key], atol=atol, rtol=0), key
 
 
 def test_run_folder_and_exact_resume(dataset, tmp_path):
@@ -231,3 +217,23 @@ def test_unknown_precision_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16, got 'fp8'"):
         Trainer(config, progress=False).run()
     assert not (tmp_path / "run").exists()
+
+
+def test_epoch_sampler_deals_one_permutation_to_the_ranks():
+    whole = EpochSampler(10, seed=3, epoch=2).indices
+    assert sorted(whole) == list(range(10))
+    r0, r1 = EpochSampler(10, 3, 2, ddp_rank=0, world=2).indices, EpochSampler(10, 3, 2, ddp_rank=1, world=2).indices
+    assert r0 == whole[0::2] and r1 == whole[1::2]
+    assert EpochSampler(10, 3, 2, start=4).indices == whole[4:]
+    assert EpochSampler(10, 3, 3).indices != whole
+    assert len(EpochSampler(5, 0, 0, ddp_rank=1, world=2)) == 3  # padded to a multiple of the world size
+
+
+def test_training_boxes_surround_the_foreground_with_bounded_jitter():
+    label = torch.zeros(1, 2, 40, 40, dtype=torch.long)
+    label[0, 0, 10:20, 5:25] = 1
+    boxes = boxes_for_training(label, torch.Generator().manual_seed(0), jitter=0.1)
+    assert torch.isnan(boxes[0, 1]).all()  # no target: no box
+    x0, y0, x1, y1 = boxes[0, 0].tolist()
+    assert abs(x0 - 5) <= 2 and abs(x1 - 24) <= 2 and abs(y0 - 10) <= 1 and abs(y1 - 19) <= 1
+    assert not math.isclose(x0, 5.0) or not math.isclose(y0, 10.0)

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from masam.data import AugmentConfig, Normalization, StackAugmenter, StackDataset, load_dataset, preprocess_dataset
+from masam.data import AugmentConfig, Normalization, StackAugmenter, load_dataset, preprocess_dataset
 from masam.data.augment import GEOMETRIC_OPS, RAND_OPS
+from masam.data.loader import StackDataset
 from masam.data.slices import stack_indices
 from tests.data.helpers import make_dataset
 
@@ -18,13 +19,6 @@ def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("stacks")
     ds = load_dataset(make_dataset(root / "D", cases=2, shape=(8, 40, 48)))
     return preprocess_dataset(ds, root / "cache", image_size=48, normalization=Normalization("CT"))
-
-
-def test_stack_indices_repeat_the_ends():
-    assert stack_indices(10, 0).tolist() == [0, 0, 0, 1, 2]
-    assert stack_indices(10, 9).tolist() == [7, 8, 9, 9, 9]
-    assert stack_indices(1, 0).tolist() == [0] * 5
-    assert stack_indices(10, 4, slices=3).tolist() == [3, 4, 5]
 
 
 def test_stacks_hold_the_neighbouring_slices_and_their_labels(cache):
