@@ -3,6 +3,8 @@ interoperability fixture from ../shared."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import random
 import subprocess
@@ -27,6 +29,17 @@ def require_shared(path: Path) -> Path:
             pytest.fail(f"{path} is missing: CI must run with ../shared beside the checkout")
         pytest.skip(f"{path} not present")
     return path
+
+
+@contextlib.contextmanager
+def benchmark_modules(*names: str):
+    """Scripts of ``benchmarks/`` imported as modules, their folder on the path while in use."""
+    folder = str(ROOT / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        yield tuple(importlib.import_module(name) for name in names)
+    finally:
+        sys.path.remove(folder)
 
 
 def official_sam_state(arch: str, image_size: int, seed: int = 0, num_mask_tokens: int = 4) -> dict[str, torch.Tensor]:

@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import benchmark_modules
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        yield importlib.import_module("interactive")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_modules("interactive") as (module,):
+        yield module
 
 
 class PaintingSession:

@@ -3,7 +3,6 @@ the reference prompts with their jitter."""
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
@@ -14,18 +13,13 @@ from masam.data import load_dataset, read_label, read_volume, slice_axis
 from masam.demo import phantom_case
 from masam.infer.boxes import Box3D, PropagatedBox, SliceBoxes, read_boxes_file, slice_boxes
 from masam.infer.predict_files import boxes_from_labels
-from tests.conftest import ROOT, SHARED, require_shared
+from tests.conftest import SHARED, benchmark_modules, require_shared
 
 
 @pytest.fixture(scope="module")
 def bench():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        yield importlib.import_module("lesion_data"), importlib.import_module("prompts")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_modules("lesion_data", "prompts") as modules:
+        yield modules
 
 
 def test_the_synthetic_lesion_is_a_faint_patch_inside_the_organ(bench):

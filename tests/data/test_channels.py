@@ -81,9 +81,11 @@ def make_brats_dataset(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def mri_reference(array: np.ndarray) -> np.ndarray:
-    """MRI rule written out: [min, 99th percentile] of the volume to [0, 1]."""
-    low, high = float(array.min()), float(np.percentile(array, 99))
-    return np.clip((array.astype(np.float32) - low) / (high - low), 0, 1)
+    """The default MRI rule written out (issue 27, robust): the foreground's (voxels above the
+    minimum) median -2 to +4 interquartile ranges, to [0, 1]."""
+    q25, median, q75 = np.quantile(array[array > array.min()].astype(np.float64), [0.25, 0.5, 0.75])
+    low, high = median - 2 * (q75 - q25), median + 4 * (q75 - q25)
+    return np.clip((array.astype(np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
 
 
 @pytest.fixture(scope="module")

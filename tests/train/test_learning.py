@@ -57,16 +57,10 @@ LEARNING_MIN_DICE = 0.40
 
 @pytest.fixture
 def lesion_data():
-    import importlib
-    import sys
+    from tests.conftest import benchmark_modules
 
-    from tests.conftest import ROOT
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        yield importlib.import_module("lesion_data")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_modules("lesion_data") as (module,):
+        yield module
 
 
 @pytest.mark.slow
