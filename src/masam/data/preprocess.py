@@ -37,7 +37,7 @@ def dataset_normalization(
     dataset: Dataset,
     ct_window: tuple[float, float],
     mri_percentile: float,
-    mri_rule: str = "percentile",
+    mri_rule: str,
     stack_minmax: bool = False,
 ) -> Normalization | ChannelNormalization:
     """One rule per channel, by the channel's modality (several channels: :class:`ChannelNormalization`).
